@@ -1,0 +1,117 @@
+"""Model checkpoints that carry their own config and identity (nanoGPT style).
+
+A checkpoint is a ``torch.save``d dict of plain types and tensors, loadable with
+``torch.load(weights_only=True)``::
+
+    format            "inspector.rd/1"
+    config            RDConfig as a dict (backbone, taps, image_size (h, w), widths, depths)
+    teacher           name, weights_sha256, channels, strides, mean, std (normalisation)
+    student           state dict of the trainable part (OCBE + decoder); the teacher's weights are
+                      not copied: they are loaded from their source and checked against the hash
+    optimizer, epoch  for resuming
+    train             recipe and data (epochs, lr, batch size, seed, n_images, data path, history)
+    versions          inspector, torch, python
+
+Loaders refuse a checkpoint of another format, a teacher whose weights hash differs, and (where
+the caller states one) an image size that differs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .model import RDConfig, ReverseDistillation
+from .teachers import create_teacher
+
+FORMAT = "inspector.rd/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable, of another format, or does not match what it is used with."""
+
+
+def versions() -> dict:
+    return {"inspector": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
+
+
+def save_checkpoint(path: str | Path, model: ReverseDistillation, *, optimizer=None, epoch: int = 0,
+                    train: dict | None = None) -> Path:
+    """Write atomically (temp file + rename), so a crash never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": FORMAT,
+        "config": model.cfg.to_dict(),
+        "teacher": model.teacher.identity(),
+        "student": model.student.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": int(epoch),
+        "train": train or {},
+        "versions": versions(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load and validate the structure of a checkpoint (weights_only=True: no code is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read model {path}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an inspector model checkpoint (format {FORMAT})")
+    for key in ("config", "teacher", "student"):
+        if not isinstance(ckpt.get(key), dict):
+            raise CheckpointError(f"{path}: missing or malformed '{key}'")
+    return ckpt
+
+
+def build_model(ckpt: dict, *, teacher_weights: str | Path | None = None,
+                expect_image_size: tuple[int, int] | None = None, path: str | Path = "<checkpoint>"
+                ) -> ReverseDistillation:
+    """Rebuild the model a checkpoint describes; refuse a teacher or size mismatch."""
+    try:
+        cfg = RDConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad model config: {exc}") from exc
+    if expect_image_size is not None and tuple(expect_image_size) != tuple(cfg.image_size):
+        raise CheckpointError(f"{path}: model image size {cfg.image_size} (h, w) does not match "
+                              f"the requested {tuple(expect_image_size)}")
+    recorded = ckpt["teacher"]
+    kwargs = {"taps": cfg.taps} if cfg.backbone == "efficientnet_lite0" else {}
+    teacher = create_teacher(cfg.backbone, teacher_weights, **kwargs)
+    if recorded.get("name") != teacher.name or recorded.get("weights_sha256") != teacher.weights_sha256:
+        raise CheckpointError(
+            f"{path}: trained with teacher {recorded.get('name')} (weights sha256 "
+            f"{str(recorded.get('weights_sha256'))[:12]}...), but the available teacher is {teacher.name} "
+            f"(sha256 {teacher.weights_sha256[:12]}...); refusing to mix them")
+    model = ReverseDistillation(teacher, cfg)
+    try:
+        model.student.load_state_dict(ckpt["student"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: student weights do not fit the config: {exc}") from exc
+    return model.eval()
+
+
+def load_model(path: str | Path, *, teacher_weights: str | Path | None = None,
+               expect_image_size: tuple[int, int] | None = None) -> tuple[ReverseDistillation, dict]:
+    """``(model in eval mode, checkpoint dict)`` from a file. Raises CheckpointError."""
+    ckpt = load_checkpoint(path)
+    return build_model(ckpt, teacher_weights=teacher_weights or ckpt["train"].get("teacher_weights"),
+                       expect_image_size=expect_image_size, path=path), ckpt
+
+
+def file_sha256(path: str | Path) -> str:
+    from .teachers import sha256_file
+    return sha256_file(path)

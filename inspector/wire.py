@@ -1,0 +1,736 @@
+"""ZeroMQ wire protocol: frames (grabber -> daemon), verdicts and heartbeats (daemon -> gateways).
+
+Frames travel as two-part messages, imagezmq style, without copies:
+
+    part 0: msgpack map, the header (``FrameHeader``; at most ``MAX_HEADER_BYTES``)
+    part 1: the pixels; ``encoding == "raw"``: the C-contiguous uint8 H x W x C buffer
+            (exactly prod(shape) bytes); ``encoding == "jpeg"``: a baseline JPEG file.
+
+Verdicts and heartbeats travel on a PUB socket as ``[topic, msgpack map]``; a frame "tap" (a daemon
+mirroring the frames it received) as ``[TOPIC_FRAME, header, payload]``.
+
+Every decoder here is strict and fails closed: anything malformed raises ``WireError`` (a
+``ValueError``) with a short ``reason`` code, never another exception type, never a huge
+allocation driven by an unchecked length. Unknown keys in any map are rejected (a new field means
+a new ``SCHEMA_VERSION``). The encoders validate with the same rules, so whatever they emit decodes.
+See docs/protocol.md for the full schema.
+
+This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import cv2
+import msgpack
+import numpy as np
+import zmq
+
+SCHEMA_VERSION = 1
+PIXEL_FORMATS: dict[str, int] = {"mono8": 1, "bgr8": 3, "rgb8": 3}  # name -> channels
+ENCODINGS = ("raw", "jpeg")
+DTYPES = ("uint8",)
+MAX_DIM = 16384
+MAX_PAYLOAD_BYTES = 256 * 2**20
+MAX_STR = 128  # bytes of UTF-8
+MAX_HEADER_BYTES = 4096
+MAX_MESSAGE_BYTES = 4096  # verdict / heartbeat msgpack body
+MAX_INT = 2**63 - 1  # every integer field is a non-negative int64
+
+TOPIC_FRAME = b"frame"
+TOPIC_VERDICT = b"verdict"
+TOPIC_HEARTBEAT = b"heartbeat"
+
+DECISIONS = ("OK", "REJECT", "FAULT")
+# Reason codes in use; any other lower-case snake_case code up to MAX_STR bytes is accepted too,
+# so a new code does not need a schema bump (consumers must treat unknown codes like known ones:
+# the decision field alone drives the PLC).
+REASON_CODES = (
+    "score_above_threshold",
+    "defect_area",
+    "deadline_missed",
+    "decode_error",
+    "engine_error",
+    "sequence_gap",
+    "no_calibration",
+    "overload_dropped",
+    "shutdown",
+)
+
+WIRE_ERROR_REASONS = (
+    "bad_parts",
+    "bad_header",
+    "bad_version",
+    "bad_field",
+    "bad_shape",
+    "bad_dtype",
+    "size_mismatch",
+    "decode_failed",
+    "too_large",
+)
+
+
+class WireError(ValueError):
+    """Malformed message.
+
+    ``reason``: short code, one of ``WIRE_ERROR_REASONS`` ('bad_parts', 'bad_header',
+    'bad_version', 'bad_field', 'bad_shape', 'bad_dtype', 'size_mismatch', 'decode_failed',
+    'too_large').
+    ``header``: the ``FrameHeader`` if the header itself decoded fine (so the daemon can still
+    attribute a FAULT verdict to camera/seq), else a dict of whatever fields could be read and
+    passed their own checks (possibly empty), or None when nothing could be read.
+    """
+
+    def __init__(self, reason: str, message: str, header: Any = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.header = header
+
+
+# --------------------------------------------------------------------------------------------
+# Data classes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """Header of one frame. The dataclass itself does not validate; encode/decode do."""
+
+    camera_id: str
+    seq: int  # per camera, starts at 0, +1 per frame (gaps = lost frames)
+    part_id: str
+    capture_ns: int  # time.time_ns() at capture
+    deadline_ns: int  # absolute time.time_ns() by which a verdict is needed; 0 = none
+    shape: tuple[int, ...]  # (H, W, C) of the decoded image, C in {1, 3}
+    dtype: str = "uint8"  # only uint8 accepted in schema 1
+    pixel_format: str = "bgr8"
+    encoding: str = "raw"
+    label: str | None = None  # ground-truth kind for labelled sources ("good", "crack", ...)
+    source: str | None = None  # e.g. file name
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Decision on one frame, published by the daemon on ``TOPIC_VERDICT``."""
+
+    camera_id: str
+    seq: int
+    part_id: str
+    capture_ns: int
+    decision: str  # "OK" | "REJECT" | "FAULT"
+    reason: str  # "" for OK; a snake_case code otherwise (see REASON_CODES)
+    score: float | None  # finite or None (never NaN on the wire)
+    threshold: float | None  # finite or None
+    decided_ns: int
+    label: str | None = None
+    defect_area_px: int | None = None
+    schema: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Liveness message, published by the daemon on ``TOPIC_HEARTBEAT``."""
+
+    daemon_id: str
+    counter: int
+    sent_ns: int
+    ready: bool
+
+
+# --------------------------------------------------------------------------------------------
+# Field checks. Each takes (name, value) and returns the normalised value or raises
+# _FieldError(reason, message). They are shared by encoders (values from Python callers, so
+# numpy scalars are accepted and normalised) and decoders (values from msgpack).
+# --------------------------------------------------------------------------------------------
+
+
+class _FieldError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _int(name: str, value: Any) -> int:
+    """Non-negative int64; bools (Python or numpy) are not ints."""
+    if isinstance(value, (bool, np.bool_)):
+        raise _FieldError("bad_field", f"{name} must be an int, got a bool")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise _FieldError("bad_field", f"{name} must be an int, got {type(value).__name__}") from None
+    if not 0 <= number <= MAX_INT:
+        raise _FieldError("bad_field", f"{name} must be in [0, 2**63), got {number}")
+    return number
+
+
+def _optional_int(name: str, value: Any) -> int | None:
+    return None if value is None else _int(name, value)
+
+
+def _str(name: str, value: Any, *, allow_empty: bool = True) -> str:
+    """Printable str of at most MAX_STR UTF-8 bytes."""
+    if not isinstance(value, str):
+        raise _FieldError("bad_field", f"{name} must be a str, got {type(value).__name__}")
+    if not allow_empty and not value:
+        raise _FieldError("bad_field", f"{name} must not be empty")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _FieldError("bad_field", f"{name} is not valid UTF-8 text") from None
+    if size > MAX_STR:
+        raise _FieldError("bad_field", f"{name} is {size} bytes, more than MAX_STR={MAX_STR}")
+    if not value.isprintable():
+        raise _FieldError("bad_field", f"{name} contains control characters")
+    return value
+
+
+def _nonempty_str(name: str, value: Any) -> str:
+    return _str(name, value, allow_empty=False)
+
+
+def _optional_str(name: str, value: Any) -> str | None:
+    return None if value is None else _str(name, value)
+
+
+def _optional_finite_float(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (float, int, np.floating, np.integer)):
+        raise _FieldError("bad_field", f"{name} must be a float or None, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise _FieldError("bad_field", f"{name} must be finite, got {number}")
+    return number
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise _FieldError("bad_field", f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _schema(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise _FieldError("bad_version", f"{name} must be an int, got {type(value).__name__}")
+    if int(value) != SCHEMA_VERSION:
+        raise _FieldError("bad_version", f"schema {value} not supported (this side speaks {SCHEMA_VERSION})")
+    return int(value)
+
+
+def _dtype(name: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in DTYPES:
+        raise _FieldError("bad_dtype", f"{name} must be one of {DTYPES}, got {value!r:.60}")
+    return value
+
+
+def _pixel_format(name: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in PIXEL_FORMATS:
+        raise _FieldError("bad_field", f"{name} must be one of {tuple(PIXEL_FORMATS)}, got {value!r:.60}")
+    return value
+
+
+def _encoding(name: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in ENCODINGS:
+        raise _FieldError("bad_field", f"{name} must be one of {ENCODINGS}, got {value!r:.60}")
+    return value
+
+
+def _decision(name: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in DECISIONS:
+        raise _FieldError("bad_field", f"{name} must be one of {DECISIONS}, got {value!r:.60}")
+    return value
+
+
+_REASON_CODE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _reason_code(name: str, value: Any) -> str:
+    """"" or a lower-case snake_case code ([a-z][a-z0-9_]*)."""
+    text = _str(name, value)
+    if text and not _REASON_CODE.fullmatch(text):
+        raise _FieldError("bad_field", f"{name} must be a snake_case code, got {text!r}")
+    return text
+
+
+def _shape(name: str, value: Any) -> tuple[int, int, int]:
+    """(H, W, C): 1 <= H, W <= MAX_DIM, C in {1, 3}, H*W*C <= MAX_PAYLOAD_BYTES."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise _FieldError("bad_shape", f"{name} must be a list [H, W, C], got {value!r:.60}")
+    dims = []
+    for dim in value:
+        if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+            raise _FieldError("bad_shape", f"{name} entries must be ints, got {type(dim).__name__}")
+        dims.append(int(dim))
+    height, width, channels = dims
+    if not (1 <= height <= MAX_DIM and 1 <= width <= MAX_DIM):
+        raise _FieldError("bad_shape", f"{name} H and W must be in [1, {MAX_DIM}], got {dims}")
+    if channels not in (1, 3):
+        raise _FieldError("bad_shape", f"{name} C must be 1 or 3, got {channels}")
+    if height * width * channels > MAX_PAYLOAD_BYTES:
+        raise _FieldError("too_large", f"{name} {dims} is over MAX_PAYLOAD_BYTES={MAX_PAYLOAD_BYTES}")
+    return height, width, channels
+
+
+_Check = Callable[[str, Any], Any]
+
+# field -> (check, required). Order matters: the checks run in this order and the first failure
+# is the one reported; the schema goes first since it decides how to read the rest.
+_HEADER_FIELDS: dict[str, tuple[_Check, bool]] = {
+    "schema": (_schema, True),
+    "camera_id": (_nonempty_str, True),
+    "seq": (_int, True),
+    "part_id": (_str, True),
+    "capture_ns": (_int, True),
+    "deadline_ns": (_int, True),
+    "label": (_optional_str, False),
+    "source": (_optional_str, False),
+    "dtype": (_dtype, True),
+    "pixel_format": (_pixel_format, True),
+    "encoding": (_encoding, True),
+    "shape": (_shape, True),
+}
+
+_VERDICT_FIELDS: dict[str, tuple[_Check, bool]] = {
+    "schema": (_schema, True),
+    "camera_id": (_nonempty_str, True),
+    "seq": (_int, True),
+    "part_id": (_str, True),
+    "capture_ns": (_int, True),
+    "decision": (_decision, True),
+    "reason": (_reason_code, True),
+    "score": (_optional_finite_float, True),
+    "threshold": (_optional_finite_float, True),
+    "decided_ns": (_int, True),
+    "label": (_optional_str, False),
+    "defect_area_px": (_optional_int, False),
+}
+
+_HEARTBEAT_FIELDS: dict[str, tuple[_Check, bool]] = {
+    "schema": (_schema, True),
+    "daemon_id": (_nonempty_str, True),
+    "counter": (_int, True),
+    "sent_ns": (_int, True),
+    "ready": (_bool, True),
+}
+
+
+def _check_fields(what: str, raw: Any, fields: dict[str, tuple[_Check, bool]]) -> dict[str, Any]:
+    """Validate a decoded/encodable map against a field table; returns the normalised values.
+
+    Every field is checked (so the error can carry all readable fields); the first failure in
+    table order is raised as WireError with ``header`` = dict of the fields that passed.
+    """
+    if not isinstance(raw, dict):
+        raise WireError("bad_header", f"{what} must be a map, got {type(raw).__name__}")
+    good: dict[str, Any] = {}
+    first: _FieldError | None = None
+    for key, (check, required) in fields.items():
+        if key not in raw:
+            if required and first is None:
+                first = _FieldError("bad_version" if key == "schema" else "bad_field", f"{what} lacks {key!r}")
+            continue
+        try:
+            good[key] = check(key, raw[key])
+        except _FieldError as error:
+            if first is None:
+                first = error
+    unknown = [key for key in raw if key not in fields]
+    if first is None and unknown:
+        first = _FieldError("bad_field", f"{what} has unknown keys {[repr(k)[:40] for k in unknown[:5]]}")
+    if first is not None:
+        raise WireError(first.reason, first.message, header=good)
+    return {key: good.get(key) for key in fields}  # absent optional fields -> None
+
+
+def _unpack_map(what: str, data: Any, max_bytes: int) -> Any:
+    """msgpack-decode untrusted bytes with every size limit set; any failure -> WireError."""
+    view = _as_buffer(data, what)
+    if view.nbytes > max_bytes:
+        raise WireError("too_large", f"{what} is {view.nbytes} bytes, more than {max_bytes}")
+    if view.nbytes == 0:
+        raise WireError("bad_header", f"{what} is empty")
+    try:
+        return msgpack.unpackb(
+            view,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_str_len=max_bytes,
+            max_bin_len=0,
+            max_array_len=16,
+            max_map_len=32,
+            max_ext_len=0,
+        )
+    except Exception as error:  # msgpack raises ValueError, TypeError, its own classes...
+        raise WireError("bad_header", f"{what} is not valid msgpack ({type(error).__name__}: {error})"[:300]) from None
+
+
+def _packb(payload: dict[str, Any]) -> bytes:
+    return msgpack.packb(payload, use_bin_type=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Frames
+# --------------------------------------------------------------------------------------------
+
+
+def _header_to_map(header: FrameHeader) -> dict[str, Any]:
+    return {
+        "schema": header.schema,
+        "camera_id": header.camera_id,
+        "seq": header.seq,
+        "part_id": header.part_id,
+        "capture_ns": header.capture_ns,
+        "deadline_ns": header.deadline_ns,
+        "label": header.label,
+        "source": header.source,
+        "dtype": header.dtype,
+        "pixel_format": header.pixel_format,
+        "encoding": header.encoding,
+        "shape": list(header.shape) if isinstance(header.shape, (list, tuple)) else header.shape,
+    }
+
+
+def _header_from_map(fields: dict[str, Any]) -> FrameHeader:
+    return FrameHeader(**{**fields, "shape": tuple(fields["shape"])})
+
+
+def encode_header(header: FrameHeader) -> bytes:
+    """Validate ``header`` and pack it to msgpack bytes (raises WireError if invalid)."""
+    if not isinstance(header, FrameHeader):
+        raise WireError("bad_header", f"expected a FrameHeader, got {type(header).__name__}")
+    fields = _check_fields("frame header", _header_to_map(header), _HEADER_FIELDS)
+    fields["shape"] = list(fields["shape"])
+    data = _packb(fields)
+    if len(data) > MAX_HEADER_BYTES:
+        raise WireError("too_large", f"header is {len(data)} bytes, more than {MAX_HEADER_BYTES}", header=header)
+    return data
+
+
+def decode_header(data: bytes | memoryview) -> FrameHeader:
+    """Strictly decode a msgpack header: types, bounds, known schema/format/encoding/dtype,
+    shape (H, W, C) with C matching the pixel format. Raises WireError."""
+    raw = _unpack_map("frame header", data, MAX_HEADER_BYTES)
+    fields = _check_fields("frame header", raw, _HEADER_FIELDS)
+    channels = PIXEL_FORMATS[fields["pixel_format"]]
+    if fields["shape"][2] != channels:
+        raise WireError(
+            "bad_shape",
+            f"shape {list(fields['shape'])} has C={fields['shape'][2]} but {fields['pixel_format']} has {channels}",
+            header={key: value for key, value in fields.items() if key != "shape"},
+        )
+    return _header_from_map(fields)
+
+
+def _image_shape(image: np.ndarray, pixel_format: str) -> tuple[int, int, int]:
+    """(H, W, C) of ``image`` checked against ``pixel_format``; 2-D allowed for mono8."""
+    if not isinstance(image, np.ndarray):
+        raise WireError("bad_field", f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise WireError("bad_dtype", f"image dtype must be uint8, got {image.dtype}")
+    channels = PIXEL_FORMATS[pixel_format]
+    if image.ndim == 2 and channels == 1:
+        return image.shape[0], image.shape[1], 1
+    if image.ndim != 3 or image.shape[2] != channels:
+        raise WireError("bad_shape", f"image shape {image.shape} does not fit {pixel_format} (H x W x {channels})")
+    return image.shape[0], image.shape[1], image.shape[2]
+
+
+def encode_frame(
+    header: FrameHeader, image: np.ndarray, *, encoding: str = "raw", jpeg_quality: int = 95
+) -> list:
+    """Build ``[header_bytes, payload]`` for one frame.
+
+    ``image``: uint8 H x W x C, C matching ``header.pixel_format`` (H x W also accepted for mono8).
+    ``header.shape`` may be empty (filled from the image) or must equal the image's (H, W, C);
+    ``header.encoding`` is overwritten by ``encoding``. Raw payload: a memoryview of the image (no
+    copy if it is C-contiguous; the caller must not modify the array until it has been sent).
+    JPEG payload: bytes (rgb8 is swapped to BGR for OpenCV's encoder and back on decode).
+    Raises WireError on any mismatch (dtype, shape, pixel format, bounds), ValueError on a bad
+    ``jpeg_quality``.
+    """
+    if not isinstance(header, FrameHeader):
+        raise WireError("bad_header", f"expected a FrameHeader, got {type(header).__name__}")
+    pixel_format = _field_or_wire_error(_pixel_format, "pixel_format", header.pixel_format, header)
+    _field_or_wire_error(_encoding, "encoding", encoding, header)
+    shape = _image_shape(image, pixel_format)
+    if header.shape and tuple(header.shape) not in (shape, shape[:2] if shape[2] == 1 else shape):
+        raise WireError("bad_shape", f"header shape {tuple(header.shape)} != image shape {shape}", header=header)
+    header = replace(header, shape=shape, encoding=encoding)
+    header_bytes = encode_header(header)
+    pixels = np.ascontiguousarray(image).reshape(shape)
+    if encoding == "raw":
+        return [header_bytes, memoryview(pixels).cast("B")]
+    return [header_bytes, _encode_jpeg(pixels, pixel_format, jpeg_quality)]
+
+
+def _field_or_wire_error(check: _Check, name: str, value: Any, header: Any) -> Any:
+    try:
+        return check(name, value)
+    except _FieldError as error:
+        raise WireError(error.reason, error.message, header=header) from None
+
+
+def _encode_jpeg(pixels: np.ndarray, pixel_format: str, quality: int) -> bytes:
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"jpeg_quality must be an int in [1, 100], got {quality!r}")
+    if pixel_format == "rgb8":
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    elif pixel_format == "mono8":
+        pixels = pixels[:, :, 0]
+    ok, buffer = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise WireError("decode_failed", "OpenCV could not JPEG-encode the image")
+    return buffer.tobytes()
+
+
+def send_frame(
+    sock: zmq.Socket, header: FrameHeader, image: np.ndarray, *, encoding: str = "raw",
+    jpeg_quality: int = 95, flags: int = 0,
+) -> None:
+    """Encode and send one frame with ``send_multipart(copy=False)``.
+
+    Blocks at the socket's HWM unless ``flags`` has ``zmq.NOBLOCK`` (then ``zmq.Again``
+    propagates). Raw frames are not copied: do not modify ``image`` after the call.
+    """
+    sock.send_multipart(encode_frame(header, image, encoding=encoding, jpeg_quality=jpeg_quality), flags=flags, copy=False)
+
+
+def _as_buffer(part: Any, what: str) -> memoryview:
+    """bytes / bytearray / memoryview / zmq.Frame -> 1-D unsigned-byte memoryview (no copy)."""
+    if isinstance(part, zmq.Frame):
+        part = part.buffer
+    try:
+        view = memoryview(part)
+    except TypeError:
+        raise WireError("bad_parts", f"{what} is a {type(part).__name__}, not a buffer") from None
+    if view.ndim != 1 or view.format != "B":
+        try:
+            view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+        except TypeError:
+            view = memoryview(view.tobytes())
+    return view
+
+
+def _split_parts(parts: Any, count: int, what: str) -> list:
+    if not isinstance(parts, (list, tuple)):
+        raise WireError("bad_parts", f"{what} must be a list of {count} parts, got {type(parts).__name__}")
+    if len(parts) != count:
+        raise WireError("bad_parts", f"{what} must have {count} parts, got {len(parts)}")
+    return list(parts)
+
+
+def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray]:
+    """Decode ``[header, payload]`` (bytes or zmq.Frame) into (header, image).
+
+    Raw: the image is a read-only ``np.frombuffer`` view of the payload (no copy; it keeps the
+    frame alive; copy it to edit), after checking its length equals prod(shape). JPEG: decoded with OpenCV after
+    checking the JPEG's own frame header (size, components, 8-bit) against the header, so a
+    crafted JPEG cannot make it allocate more than the header allows. The image is uint8 H x W x C
+    (mono8 -> H x W x 1) in the header's pixel format. Raises WireError; when only the payload is
+    bad, ``error.header`` is the decoded FrameHeader.
+    """
+    header_part, payload_part = _split_parts(parts, 2, "frame message")
+    header = decode_header(_as_buffer(header_part, "header part"))
+    payload = _as_buffer(payload_part, "payload part")
+    if payload.nbytes > MAX_PAYLOAD_BYTES:
+        raise WireError("too_large", f"payload is {payload.nbytes} bytes, more than {MAX_PAYLOAD_BYTES}", header=header)
+    if header.encoding == "raw":
+        return header, _view_raw(header, payload)
+    return header, _decode_jpeg(header, payload)
+
+
+def _view_raw(header: FrameHeader, payload: memoryview) -> np.ndarray:
+    expected = math.prod(header.shape)
+    if payload.nbytes != expected:
+        raise WireError(
+            "size_mismatch", f"raw payload is {payload.nbytes} bytes, shape {header.shape} needs {expected}", header=header
+        )
+    image = np.frombuffer(payload, dtype=np.uint8).reshape(header.shape)
+    image.flags.writeable = False  # the buffer may be re-sent (tap) or shared: never edit in place
+    return image
+
+
+_MAX_JPEG_HEADER_STEPS = 4096
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # C4 DHT, C8 JPG, CC DAC
+
+
+def jpeg_frame_info(data: memoryview) -> tuple[int, int, int, int]:
+    """(height, width, components, precision) from a JPEG's SOFn segment, without decoding.
+
+    Walks the marker segments from SOI, every length checked against the buffer. Raises
+    WireError('decode_failed') if the data is not a JPEG or has no frame header before the scan.
+    """
+    size = data.nbytes
+    if size < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        raise WireError("decode_failed", "payload is not a JPEG (no SOI marker)")
+    pos = 2
+    steps = 0  # bounds the Python-level work on crafted input (runs of fill bytes, tiny segments)
+    while pos < size:
+        if data[pos] != 0xFF:
+            raise WireError("decode_failed", f"JPEG marker expected at byte {pos}")
+        while pos < size and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+            steps += 1
+            if steps > _MAX_JPEG_HEADER_STEPS:
+                raise WireError("decode_failed", "JPEG has too many segments or fill bytes before its frame header")
+        if pos >= size:
+            break
+        marker = data[pos]
+        pos += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):
+            raise WireError("decode_failed", f"JPEG has no frame header before marker 0x{marker:02X}")
+        if pos + 2 > size:
+            break
+        length = (data[pos] << 8) | data[pos + 1]
+        if length < 2 or pos + length > size:
+            raise WireError("decode_failed", f"JPEG segment 0x{marker:02X} length {length} runs past the data")
+        if marker in _SOF_MARKERS:
+            if length < 8:
+                raise WireError("decode_failed", "JPEG frame header too short")
+            precision = data[pos + 2]
+            height = (data[pos + 3] << 8) | data[pos + 4]
+            width = (data[pos + 5] << 8) | data[pos + 6]
+            components = data[pos + 7]
+            return height, width, components, precision
+        pos += length
+    raise WireError("decode_failed", "JPEG ends before its frame header")
+
+
+def _decode_jpeg(header: FrameHeader, payload: memoryview) -> np.ndarray:
+    height, width, channels = header.shape
+    try:
+        jpeg_h, jpeg_w, jpeg_c, precision = jpeg_frame_info(payload)
+    except WireError as error:
+        raise WireError(error.reason, error.message, header=header) from None
+    if precision != 8:
+        raise WireError("decode_failed", f"JPEG precision {precision} bits, only 8 accepted", header=header)
+    if (jpeg_h, jpeg_w, jpeg_c) != (height, width, channels):
+        raise WireError(
+            "size_mismatch", f"JPEG is {jpeg_h} x {jpeg_w} x {jpeg_c}, header says {header.shape}", header=header
+        )
+    try:
+        image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        raise WireError("decode_failed", f"OpenCV could not decode the JPEG: {error}"[:300], header=header) from None
+    if image is None:
+        raise WireError("decode_failed", "OpenCV could not decode the JPEG", header=header)
+    if image.ndim == 2:
+        image = image[:, :, np.newaxis]
+    if image.dtype != np.uint8 or image.shape != (height, width, channels):
+        raise WireError(
+            "size_mismatch", f"JPEG decoded to {image.shape} {image.dtype}, header says {header.shape}", header=header
+        )
+    if header.pixel_format == "rgb8":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(image)
+
+
+def recv_frame(sock: zmq.Socket, flags: int = 0) -> tuple[FrameHeader, np.ndarray]:
+    """``recv_multipart(copy=False)`` + ``decode_frame``. zmq errors (e.g. ``zmq.Again`` with
+    NOBLOCK) propagate unchanged; malformed messages raise WireError (the message is consumed)."""
+    return decode_frame(sock.recv_multipart(flags=flags, copy=False))
+
+
+# --------------------------------------------------------------------------------------------
+# Frame taps
+# --------------------------------------------------------------------------------------------
+
+
+def encode_tap(parts: list) -> list:
+    """``[header, payload]`` as received -> ``[TOPIC_FRAME, header, payload]`` for a PUB socket.
+
+    The parts are passed through unchanged (zmq.Frame objects are re-sent without copying when
+    sent with ``copy=False``); only the part count is checked.
+    """
+    header_part, payload_part = _split_parts(parts, 2, "frame message")
+    return [TOPIC_FRAME, header_part, payload_part]
+
+
+def decode_tap(parts: list) -> tuple[FrameHeader, np.ndarray]:
+    """``[TOPIC_FRAME, header, payload]`` -> (header, image), with decode_frame's checks."""
+    topic, header_part, payload_part = _split_parts(parts, 3, "tap message")
+    if bytes(_as_buffer(topic, "topic part")) != TOPIC_FRAME:
+        raise WireError("bad_parts", f"tap topic must be {TOPIC_FRAME!r}")
+    return decode_frame([header_part, payload_part])
+
+
+# --------------------------------------------------------------------------------------------
+# Verdicts and heartbeats
+# --------------------------------------------------------------------------------------------
+
+
+def _check_verdict_rules(fields: dict[str, Any]) -> None:
+    if fields["decision"] == "OK" and fields["reason"] != "":
+        raise WireError("bad_field", f"an OK verdict must have reason '', got {fields['reason']!r}", header=fields)
+    if fields["decision"] != "OK" and fields["reason"] == "":
+        raise WireError("bad_field", f"a {fields['decision']} verdict needs a reason code", header=fields)
+
+
+def _verdict_to_map(v: Verdict) -> dict[str, Any]:
+    return {
+        "schema": v.schema,
+        "camera_id": v.camera_id,
+        "seq": v.seq,
+        "part_id": v.part_id,
+        "capture_ns": v.capture_ns,
+        "decision": v.decision,
+        "reason": v.reason,
+        "score": v.score,
+        "threshold": v.threshold,
+        "decided_ns": v.decided_ns,
+        "label": v.label,
+        "defect_area_px": v.defect_area_px,
+    }
+
+
+def encode_verdict(v: Verdict) -> list[bytes]:
+    """``[TOPIC_VERDICT, msgpack]``. Validates like decode_message (decision known, OK has reason
+    "" and others a snake_case code, scores finite or None, ints non-negative); numpy scalars
+    are normalised to Python numbers. Raises WireError."""
+    if not isinstance(v, Verdict):
+        raise WireError("bad_header", f"expected a Verdict, got {type(v).__name__}")
+    fields = _check_fields("verdict", _verdict_to_map(v), _VERDICT_FIELDS)
+    _check_verdict_rules(fields)
+    return [TOPIC_VERDICT, _packb(fields)]
+
+
+def encode_heartbeat(h: Heartbeat) -> list[bytes]:
+    """``[TOPIC_HEARTBEAT, msgpack]`` (the map also carries ``schema``). Raises WireError."""
+    if not isinstance(h, Heartbeat):
+        raise WireError("bad_header", f"expected a Heartbeat, got {type(h).__name__}")
+    raw = {"schema": SCHEMA_VERSION, "daemon_id": h.daemon_id, "counter": h.counter, "sent_ns": h.sent_ns, "ready": h.ready}
+    return [TOPIC_HEARTBEAT, _packb(_check_fields("heartbeat", raw, _HEARTBEAT_FIELDS))]
+
+
+def decode_message(parts: list) -> Verdict | Heartbeat:
+    """``[topic, msgpack]`` from the daemon's PUB socket -> Verdict or Heartbeat.
+
+    Strict: exact topic, map with exactly the known keys, every field checked. Raises WireError
+    ('bad_parts' for a wrong part count or unknown topic).
+    """
+    topic_part, body_part = _split_parts(parts, 2, "daemon message")
+    topic = bytes(_as_buffer(topic_part, "topic part")[:32])
+    if topic == TOPIC_VERDICT:
+        fields = _check_fields("verdict", _unpack_map("verdict", _as_buffer(body_part, "verdict"), MAX_MESSAGE_BYTES), _VERDICT_FIELDS)
+        _check_verdict_rules(fields)
+        return Verdict(**fields)
+    if topic == TOPIC_HEARTBEAT:
+        raw = _unpack_map("heartbeat", _as_buffer(body_part, "heartbeat"), MAX_MESSAGE_BYTES)
+        fields = _check_fields("heartbeat", raw, _HEARTBEAT_FIELDS)
+        del fields["schema"]
+        return Heartbeat(**fields)
+    raise WireError("bad_parts", f"unknown topic {topic!r}")
