@@ -1,0 +1,112 @@
+"""`inspector export`: checkpoint -> ONNX engine (+ manifest next to it).
+
+The graph holds the whole model: uint8 input ``images`` N x h x w x 3 RGB (dynamic N) -> cast, scale,
+teacher normalisation -> teacher -> OCBE -> student -> per-scale 1 - cos maps ``map_s4``,
+``map_s8``, ``map_s16`` (float32 N x h/s x w/s). The map head (upsample, sum, blur, max) runs after
+the graph (numpy on the CPU, the CUDA kernel on the GPU).
+
+``--fp16`` converts the exported graph with onnxconverter-common (keep_io_types=True), keeping the
+pre-processing and cosine head (Cast/Sub/Mul/Div/ReduceSum/Sqrt/...) in float32: near cos = 1 the
+fp16 step (~5e-4) would otherwise be as large as the differences we score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import tempfile
+from pathlib import Path
+
+from .. import __version__
+from .manifest import FORMAT, INPUT_NAME, OUTPUT_NAMES, sha256_file, write_manifest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+# ops kept in fp32 by --fp16: the uint8 -> float pre-processing and the cosine head
+FP32_OPS = ["Cast", "Sub", "Div", "ReduceSum", "ReduceL2", "Sqrt", "Clip", "Max", "Pow", "ReduceMean", "Mul"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="trained checkpoint (.pt)")
+    p.add_argument("--out", required=True, help="engine file to write, e.g. engines/NAME.onnx")
+    p.add_argument("--fp16", action="store_true", help="half-precision convolutions (fp32 head)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--teacher-weights", help="teacher weights file (resnet teachers)")
+
+
+def export_onnx(model_path: str | Path, out: str | Path, *, fp16: bool = False, opset: int = DEFAULT_OPSET,
+                teacher_weights=None) -> dict:
+    """Export and write the manifest; returns the manifest."""
+    import onnx
+    import torch
+
+    from ..checkpoint import load_model
+    from ..model import CosineMapsModule
+
+    model, ckpt = load_model(model_path, teacher_weights=teacher_weights)
+    wrapper = CosineMapsModule(model).eval()
+    h, w = model.cfg.image_size
+    dummy = torch.zeros((2, h, w, 3), dtype=torch.uint8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_onnx = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            wrapper, (dummy,), str(tmp_onnx), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: {0: "N"}, **{name: {0: "N"} for name in OUTPUT_NAMES}},
+            opset_version=opset, do_constant_folding=True, dynamo=False)
+        graph = onnx.load(str(tmp_onnx))
+    if fp16:
+        from onnxconverter_common import float16
+        graph = float16.convert_float_to_float16(graph, keep_io_types=True, op_block_list=FP32_OPS)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(out))
+    manifest = build_manifest(out, model_path, ckpt, precision="fp16" if fp16 else "fp32", opset=opset)
+    write_manifest(out, manifest)
+    return manifest
+
+
+def tool_versions() -> dict:
+    import onnx
+    import torch
+    versions = {"inspector": __version__, "torch": str(torch.__version__), "onnx": onnx.__version__}
+    try:
+        import onnxruntime
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def build_manifest(engine_path: Path, model_path, ckpt: dict, *, precision: str, opset: int) -> dict:
+    h, w = ckpt["config"]["image_size"]
+    strides = ckpt["teacher"].get("strides", [4, 8, 16])
+    return {
+        "format": FORMAT,
+        "engine_file": engine_path.name,
+        "engine_sha256": sha256_file(engine_path),
+        "model_path": str(Path(model_path).resolve()),
+        "model_sha256": sha256_file(model_path),
+        "teacher": ckpt["teacher"],
+        "config": ckpt["config"],
+        "image_size": [h, w],
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "color": "RGB",
+                  "range": [0, 255], "shape": ["N", h, w, 3]},
+        "outputs": [{"name": n, "dtype": "float32", "stride": s, "shape": ["N", h // s, w // s],
+                     "meaning": "1 - cosine(teacher, student) per pixel, in [0, 2]"}
+                    for n, s in zip(OUTPUT_NAMES, strides)],
+        "precision": precision,
+        "opset": opset,
+        "versions": tool_versions(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run(args) -> int:
+    manifest = export_onnx(args.model, args.out, fp16=args.fp16, opset=args.opset,
+                           teacher_weights=args.teacher_weights)
+    print(f"wrote {args.out} ({manifest['precision']}, {manifest['image_size'][1]}x{manifest['image_size'][0]} WxH) "
+          f"and its manifest {Path(args.out).with_suffix('.json')}")
+    return 0

@@ -1,0 +1,94 @@
+"""Engine manifests: what made an engine, checked by every loader.
+
+``engines/NAME.onnx`` has ``engines/NAME.json`` next to it::
+
+    format          "inspector.engine/1"
+    engine_file     file name of the engine (ONNX) next to the manifest
+    engine_sha256   hash of that file: a tampered or swapped engine is refused
+    model_sha256    hash of the checkpoint it was exported from; model_path for reference
+    teacher         name, weights_sha256, channels, strides, mean, std
+    config          the model config (backbone, taps, image_size (h, w), ...)
+    image_size      [h, w] of the model input
+    input           name "images", uint8, N x h x w x 3, RGB, 0..255 (normalisation is in the graph)
+    outputs         three float32 maps N x h/s x w/s (1 - cos), s = 4, 8, 16
+    precision       "fp32" | "fp16" (fp16: convolutions in half, pre-processing and cosine head in fp32)
+    opset, versions (inspector, torch, onnx, onnxruntime), created (UTC ISO time)
+
+TensorRT plans (``NAME.<gpu>.<trt version>.plan``) are caches derived from the ONNX engine and are
+keyed by its hash; they carry no manifest of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+FORMAT = "inspector.engine/1"
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("map_s4", "map_s8", "map_s16")
+
+
+class ManifestError(ValueError):
+    """Missing, malformed or mismatching manifest (or tampered engine file)."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_path(engine_path: str | Path) -> Path:
+    return Path(engine_path).with_suffix(".json")
+
+
+def write_manifest(engine_path: str | Path, manifest: dict) -> Path:
+    path = manifest_path(engine_path)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_manifest(engine_path: str | Path, *, verify_hash: bool = True) -> dict:
+    """Read and check the manifest next to ``engine_path``. Raises ManifestError."""
+    engine_path = Path(engine_path)
+    path = manifest_path(engine_path)
+    if not engine_path.is_file():
+        raise ManifestError(f"engine file not found: {engine_path}")
+    if not path.is_file():
+        raise ManifestError(f"no manifest for {engine_path} (expected {path}); re-export the engine")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"unreadable manifest {path}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ManifestError(f"{path} is not an inspector engine manifest ({FORMAT})")
+    for key in ("engine_sha256", "teacher", "image_size", "precision", "config"):
+        if key not in manifest:
+            raise ManifestError(f"{path}: missing '{key}'")
+    if manifest.get("engine_file") != engine_path.name:
+        raise ManifestError(f"{path} describes {manifest.get('engine_file')!r}, not {engine_path.name!r}")
+    if verify_hash:
+        actual = sha256_file(engine_path)
+        if actual != manifest["engine_sha256"]:
+            raise ManifestError(f"{engine_path} does not match its manifest (sha256 {actual[:12]}... != "
+                                f"{manifest['engine_sha256'][:12]}...): modified or replaced; refusing it")
+    return manifest
+
+
+def check_expectations(manifest: dict, *, image_size=None, teacher_sha256=None, model_sha256=None,
+                       engine_sha256=None) -> None:
+    """Refuse an engine that does not match what the caller expects (any given field)."""
+    problems = []
+    if image_size is not None and list(image_size) != list(manifest["image_size"]):
+        problems.append(f"image size {manifest['image_size']} != expected {list(image_size)}")
+    if teacher_sha256 and manifest["teacher"].get("weights_sha256") != teacher_sha256:
+        problems.append("teacher weights differ")
+    if model_sha256 and manifest.get("model_sha256") != model_sha256:
+        problems.append("exported from another model checkpoint")
+    if engine_sha256 and manifest.get("engine_sha256") != engine_sha256:
+        problems.append("another engine file")
+    if problems:
+        raise ManifestError("engine mismatch: " + "; ".join(problems))

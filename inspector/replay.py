@@ -1,0 +1,184 @@
+"""`inspector replay`: push a recording to a daemon as the original cameras.
+
+    inspector replay FILE --connect tcp://daemon:5555 [--speed X | --max] [--deadline-ms D]
+                     [--cameras cam0,cam1] [--max-frames N]
+
+Frames go out over one ZeroMQ PUSH socket (connect, small send HWM, bounded linger), exactly as
+recorded (camera_id, seq, part_id, label, source, pixel format, encoding and payload bytes: a
+JPEG is re-sent as it was, never re-encoded) except for the times: capture_ns is re-stamped to
+now and deadline_ns = the new capture_ns + the original deadline offset (deadline_ns -
+capture_ns; a recorded deadline of 0, "none", stays 0), or + ``--deadline-ms``. Frames keep the
+recording's timing (capture_ns differences) divided by ``--speed``, or go as fast as the
+receiver takes them with ``--max``. A send that cannot complete within ``--send-timeout``
+seconds (no receiver, or one that stopped reading) aborts the replay with an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from inspector import wire
+from inspector.recording import RecordedFrame, open_recording
+
+log = logging.getLogger(__name__)
+
+LATE_AFTER_S = 0.05  # a frame sent more than this after its scheduled time counts as late
+SLEEP_SLICE_S = 0.05  # waits are cut into slices so a stop request is seen promptly
+
+
+class ReplayError(RuntimeError):
+    """The replay could not deliver its frames (e.g. no receiver within the send timeout)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="the MCAP recording to replay")
+    parser.add_argument("--connect", required=True, metavar="ENDPOINT", help="the daemon's frame PULL endpoint")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, help="time scale: 2 = twice as fast (default 1)")
+    pace.add_argument("--max", action="store_true", help="send as fast as the receiver takes frames")
+    parser.add_argument("--deadline-ms", type=float, metavar="D",
+                        help="deadline = capture + D ms (default: each frame's recorded deadline offset)")
+    parser.add_argument("--cameras", metavar="IDS", help="comma-separated camera ids to replay (default all)")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    parser.add_argument("--send-timeout", type=float, default=10.0, metavar="S",
+                        help="give up when a frame cannot be sent for S seconds (default 10)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cameras = [c.strip() for c in args.cameras.split(",") if c.strip()] if args.cameras else None
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = replay(
+            args.file, args.connect, speed=args.speed, max_rate=args.max, deadline_ms=args.deadline_ms,
+            cameras=cameras, max_frames=args.max_frames, send_timeout_s=args.send_timeout, stop=stop,
+        )
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _restamp(header: wire.FrameHeader, now_ns: int, deadline_ms: float | None) -> wire.FrameHeader:
+    """The header with capture_ns = now and the deadline moved along (see module doc)."""
+    if deadline_ms is not None:
+        deadline = now_ns + int(round(deadline_ms * 1e6))
+    elif header.deadline_ns == 0:
+        deadline = 0
+    else:
+        deadline = max(0, now_ns + header.deadline_ns - header.capture_ns)
+    return replace(header, capture_ns=now_ns, deadline_ns=deadline)
+
+
+def _wait_until(target: float, stop: threading.Event) -> None:
+    """Sleep until monotonic time ``target`` or until ``stop`` is set."""
+    while not stop.is_set():
+        remaining = target - time.monotonic()
+        if remaining <= 0:
+            return
+        stop.wait(min(remaining, SLEEP_SLICE_S))
+
+
+def _push_socket(context: zmq.Context, endpoint: str, sndhwm: int, send_timeout_s: float, linger_ms: int) -> zmq.Socket:
+    sock = context.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, sndhwm)
+    sock.setsockopt(zmq.SNDTIMEO, max(1, int(send_timeout_s * 1000)))
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    sock.connect(endpoint)
+    return sock
+
+
+def replay(
+    path: str | Path,
+    endpoint: str,
+    *,
+    speed: float = 1.0,
+    max_rate: bool = False,
+    deadline_ms: float | None = None,
+    cameras: list[str] | set[str] | None = None,
+    max_frames: int | None = None,
+    sndhwm: int = 4,
+    send_timeout_s: float = 10.0,
+    linger_ms: int = 2000,
+    stop: threading.Event | None = None,
+    context: zmq.Context | None = None,
+) -> dict[str, Any]:
+    """Push the frames of recording ``path`` to ``endpoint`` (see module doc).
+
+    ``speed`` > 0 scales the recorded timing (ignored with ``max_rate``). ``cameras``: only
+    these. ``max_frames``: stop after that many. ``stop``: an Event that ends the replay early.
+    ``context``: a zmq Context to use (default: a private one, terminated at the end). Returns a
+    summary dict: path, endpoint, sent, cameras {id: sent}, duration_s, rate_fps, late (frames
+    sent > 50 ms after their slot), max_lag_ms, truncated (the recording ended early),
+    stopped_early. Raises RecordingError for a bad recording, ReplayError when a frame cannot
+    be sent within ``send_timeout_s``, ValueError for bad arguments.
+    """
+    if not max_rate and not speed > 0:
+        raise ValueError(f"speed must be > 0, got {speed!r}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if not send_timeout_s > 0:
+        raise ValueError(f"send_timeout_s must be > 0, got {send_timeout_s!r}")
+    recording = open_recording(path)
+    stop = stop or threading.Event()
+    own_context = context is None
+    context = context or zmq.Context()
+    sock = _push_socket(context, endpoint, sndhwm, send_timeout_s, linger_ms)
+    sent: dict[str, int] = {}
+    late, max_lag = 0, 0.0
+    started = time.monotonic()
+    first_capture: int | None = None
+    frames = recording.iter_frames(cameras, decode_images=False)
+    try:
+        for frame in frames:
+            if stop.is_set() or (max_frames is not None and sum(sent.values()) >= max_frames):
+                break
+            if first_capture is None:
+                first_capture = frame.header.capture_ns
+            if not max_rate:
+                target = started + max(0, frame.header.capture_ns - first_capture) / 1e9 / speed
+                _wait_until(target, stop)
+                if stop.is_set():
+                    break
+                lag = time.monotonic() - target
+                max_lag = max(max_lag, lag)
+                late += lag > LATE_AFTER_S
+            _send(sock, frame, deadline_ms, endpoint, send_timeout_s)
+            sent[frame.header.camera_id] = sent.get(frame.header.camera_id, 0) + 1
+    except BaseException:
+        sock.setsockopt(zmq.LINGER, 0)  # failing: do not wait for frames nobody takes
+        raise
+    finally:
+        frames.close()
+        sock.close()  # with the bounded linger: queued frames get linger_ms to leave
+        if own_context:
+            context.term()
+    duration = time.monotonic() - started
+    total = sum(sent.values())
+    return {
+        "path": str(path), "endpoint": endpoint, "sent": total, "cameras": dict(sorted(sent.items())),
+        "duration_s": round(duration, 3), "rate_fps": round(total / duration, 2) if duration > 0 else None,
+        "late": int(late), "max_lag_ms": round(max_lag * 1e3, 1), "truncated": recording.truncated,
+        "stopped_early": stop.is_set(),
+    }
+
+
+def _send(sock: zmq.Socket, frame: RecordedFrame, deadline_ms: float | None, endpoint: str, timeout_s: float) -> None:
+    header = _restamp(frame.header, time.time_ns(), deadline_ms)
+    try:
+        sock.send_multipart([wire.encode_header(header), frame.payload], copy=False)
+    except zmq.Again:
+        raise ReplayError(
+            f"no receiver at {endpoint} took frame {header.camera_id}#{header.seq} within {timeout_s:g} s"
+        ) from None
