@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny synthetic data set, a model trained on it through the CLI, and its ONNX
+engine. Session-scoped and built once (about 20-40 s on 2 cores), so end-to-end tests run the real
+pipeline on real (small) artifacts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_SIZE = "64"  # model input 64x64 (multiple of 32)
+
+
+def run_cli(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``inspector ARGS`` in a subprocess; assert success when ``check``."""
+    proc = subprocess.run([sys.executable, "-m", "inspector.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"inspector {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Synthetic MVTec-layout set: 24 good train images, 8 good + 4 per defect kind test, 64x64."""
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    run_cli("synth", "--out", str(out), "--product", "texture", "--n-train", "24", "--n-test-good", "8",
+            "--n-defect", "4", "--size", "64", "--seed", "1")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
+    """A model trained through the CLI on the tiny set (default teacher, 3 epochs)."""
+    out = tmp_path_factory.mktemp("model") / "tiny.pt"
+    run_cli("train", "--data", str(tiny_dataset), "--out", str(out), "--epochs", "3", "--image-size", TINY_SIZE,
+            "--batch-size", "8", "--no-progress", "--seed", "0")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model exported to ONNX (fp32) with its manifest."""
+    out = tmp_path_factory.mktemp("engines") / "tiny.onnx"
+    run_cli("export", "--model", str(tiny_model), "--out", str(out))
+    return out
