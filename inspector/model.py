@@ -7,9 +7,10 @@ i.e. on anomalies.
 
 Everything is sized from ``teacher.feature_info`` (channels c1, c2, c3 at strides 4, 8, 16):
 
-* fusion (as the reference code): f1 -> conv3x3/2 (c1->c2) -> conv3x3/2 (c2->F); f2 -> conv3x3/2
-  (c2->F); concatenated with f3 -> 2F + c3 channels at stride 16. F = c3 as in the reference unless
-  ``fuse_channels`` narrows it (wide teacher taps would otherwise make fusion the costliest part).
+* fusion (as the reference code): f1 -> conv3x3/2 (c1->c2) -> conv3x3/2 (c2->c3); f2 -> conv3x3/2
+  (c2->c3); concatenated with f3 -> 3*c3 channels at stride 16. With ``fuse_channels`` F (wide
+  teacher taps, where the reference fusion would cost more than the teacher), each branch first
+  reduces channels with a 1x1 conv, then two / one strided 3x3 convs to F; concat -> 2F + c3.
 * one-class embedding: a ResNet stage of ``embed_depth`` bottleneck blocks, stride 2 ->
   ``embed_channels`` at stride 32.
 * student decoder: three stages of bottleneck blocks, each starting with a 2x2 stride-2 transposed
@@ -87,7 +88,10 @@ class Bottleneck(nn.Module):
 
 
 class UpBottleneck(nn.Module):
-    """Decoder bottleneck: 1x1 -> 2x2 stride-2 transposed conv -> 1x1, shortcut upsampled the same way."""
+    """Decoder bottleneck: 1x1 -> 2x2 stride-2 transposed conv -> 1x1. The shortcut is a 1x1
+    projection at the low resolution followed by 2x nearest upsampling (the reference uses a 2x2
+    transposed conv there; that costs 4x more and, with the body's transposed conv already giving
+    each sub-pixel its own weights, it measured no better here)."""
 
     def __init__(self, cin: int, cout: int, width_mult: float = 1.0):
         super().__init__()
@@ -96,10 +100,10 @@ class UpBottleneck(nn.Module):
             conv_bn_relu(cin, mid, k=1),
             nn.ConvTranspose2d(mid, mid, 2, 2, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
             nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
-        self.shortcut = nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, 2, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x))
+        return F.relu(self.body(x) + F.interpolate(self.shortcut(x), scale_factor=2.0, mode="nearest"))
 
 
 class OCBE(nn.Module):
@@ -110,8 +114,14 @@ class OCBE(nn.Module):
         super().__init__()
         c1, c2, c3 = channels
         fc = fuse_channels or c3
-        self.fuse1 = nn.Sequential(conv_bn_relu(c1, min(c2, fc), stride=2), conv_bn_relu(min(c2, fc), fc, stride=2))
-        self.fuse2 = conv_bn_relu(c2, fc, stride=2)
+        if fuse_channels:  # light fusion for wide taps: 1x1 reduction before each strided 3x3
+            r1, r2 = max(16, fc // 4), max(16, fc // 2)
+            self.fuse1 = nn.Sequential(conv_bn_relu(c1, r1, k=1), conv_bn_relu(r1, r2, stride=2),
+                                       conv_bn_relu(r2, fc, stride=2))
+            self.fuse2 = nn.Sequential(conv_bn_relu(c2, r2, k=1), conv_bn_relu(r2, fc, stride=2))
+        else:  # the reference fusion
+            self.fuse1 = nn.Sequential(conv_bn_relu(c1, c2, stride=2), conv_bn_relu(c2, fc, stride=2))
+            self.fuse2 = conv_bn_relu(c2, fc, stride=2)
         blocks = [Bottleneck(2 * fc + c3, embed_channels, stride=2, width_mult=width_mult)]
         blocks += [Bottleneck(embed_channels, embed_channels, width_mult=width_mult) for _ in range(depth - 1)]
         self.embed = nn.Sequential(*blocks)
