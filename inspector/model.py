@@ -219,3 +219,22 @@ class CosineMapsModule(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model.cosine_maps(images)
         return m[0], m[1], m[2]
+
+
+class HalfCosineMapsModule(nn.Module):
+    """FP16 export wrapper: uint8 input, float32 normalisation, teacher + student in float16,
+    features cast back to float32 for the cosine head; outputs as :class:`CosineMapsModule`."""
+
+    def __init__(self, model: ReverseDistillation):
+        super().__init__()
+        import copy
+
+        self.model = model
+        self.teacher = copy.deepcopy(model.teacher).half()
+        self.student = copy.deepcopy(model.student).half()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        t = self.teacher(self.model.normalize(images).half())
+        s = self.student(t)
+        m = cosine_maps([a.float() for a in t], [b.float() for b in s])
+        return m[0], m[1], m[2]

@@ -1,0 +1,330 @@
+"""The daemon's TOML configuration: strict pydantic v2 models plus the deep checks behind
+``inspector serve --config FILE --check-config``.
+
+Every section is a strict model with ``extra="forbid"``: a wrong type (``max_batch = "8"``,
+``heartbeat_ms = 2.5``) or an unknown key (a typo) is an error, never silently ignored. Relative
+paths (engine, calibration profiles) resolve against the folder of the config file. The full
+reference is docs/daemon.md; ``examples/inspector.toml`` is a commented example.
+
+Two levels of checking:
+
+* :func:`load_config` - TOML syntax and the schema (types, ranges, unknown keys, endpoint syntax,
+  distinct endpoints). Raises :class:`ConfigError` listing every problem with its location
+  (``FILE:LINE [section] key: message``).
+* :func:`check_config` - the schema plus everything the daemon will need at start: engine file and
+  manifest readable (the engine hash verified), every calibration profile loads and matches the
+  engine (:func:`inspector.profile.check_profile_matches`). Returns the list of problems (empty =
+  OK). Never imports torch unless the config asks for the ``torch`` backend.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+
+ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(?P<port>\d+)|ipc://\S+|inproc://\S+)$")
+HOST_PORT_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\s]+):(?P<port>\d+)$")
+MAX_CAMERA_ID_BYTES = 128  # wire.MAX_STR
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable. ``problems``: one line per problem, with its location."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def _check_endpoint(value: str, *, allow_empty: bool) -> str:
+    if value == "" and allow_empty:
+        return value
+    match = ENDPOINT_RE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH or inproc://NAME)")
+    if match.group("port") is not None and not 1 <= int(match.group("port")) <= 65535:
+        raise ValueError(f"{value!r}: port must be in 1..65535")
+    return value
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``[v6]:PORT`` too; PORT 0..65535, 0 = any free port) -> (host, port).
+    Raises ValueError."""
+    match = HOST_PORT_RE.match(value)
+    if not match or not 0 <= int(match.group("port")) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (PORT 0..65535)")
+    return match.group("host").strip("[]"), int(match.group("port"))
+
+
+def _resolve(value: str, info: ValidationInfo) -> str:
+    """Relative path -> absolute, against the config file's folder (validation context)."""
+    if not value:
+        return value
+    base = (info.context or {}).get("base_dir")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return os.path.normpath(path)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class DaemonSection(_Strict):
+    id: str = Field("inspector-1", min_length=1)
+    frames: str                        # PULL, bound by the daemon; grabbers connect
+    verdicts: str                      # PUB, bound by the daemon; gateways / recorders connect
+    tap: str = ""                      # optional PUB mirroring received frames
+    health: str = ""                   # "HOST:PORT" of the HTTP server; "" = off
+    heartbeat_ms: int = Field(250, ge=10, le=60_000)
+    log_format: Literal["json", "text"] = "json"
+    rcvhwm: int = Field(4, ge=1, le=100_000)          # frames ZeroMQ may hold before the daemon takes them
+    tap_hwm: int = Field(16, ge=1, le=100_000)        # frames queued per tap subscriber before the tap drops
+    drain_ms: int = Field(2000, ge=0, le=600_000)     # SIGTERM: longest wait for in-flight frames
+    linger_ms: int = Field(1000, ge=0, le=60_000)     # at exit: time to flush published verdicts
+
+    @field_validator("id")
+    @classmethod
+    def _daemon_id(cls, value: str) -> str:
+        _check_wire_text(value, "daemon id")
+        return value
+
+    @field_validator("frames", "verdicts")
+    @classmethod
+    def _required_endpoint(cls, value: str) -> str:
+        return _check_endpoint(value, allow_empty=False)
+
+    @field_validator("tap")
+    @classmethod
+    def _optional_endpoint(cls, value: str) -> str:
+        return _check_endpoint(value, allow_empty=True)
+
+    @field_validator("health")
+    @classmethod
+    def _health(cls, value: str) -> str:
+        if value:
+            parse_host_port(value)
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_endpoints(self) -> "DaemonSection":
+        endpoints = [e for e in (self.frames, self.verdicts, self.tap) if e]
+        if len(set(endpoints)) != len(endpoints):
+            raise ValueError(f"frames, verdicts and tap endpoints must differ, got {endpoints}")
+        return self
+
+
+class EngineSection(_Strict):
+    path: str = Field(min_length=1)
+    backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
+    threads: int = Field(0, ge=0, le=1024)        # 0 = all cores (onnxruntime only)
+    max_batch: int = Field(8, ge=1, le=1024)
+    max_wait_ms: float = Field(4.0, ge=0.0, le=10_000.0)
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve(value, info)
+
+
+class DefaultsSection(_Strict):
+    deadline_ms: float = Field(500.0, gt=0.0, le=3_600_000.0)
+    calibration: str = ""   # profile for cameras without their own ("" = none)
+
+    @field_validator("calibration")
+    @classmethod
+    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve(value, info)
+
+
+class CameraSection(_Strict):
+    calibration: str = Field(min_length=1)
+
+    @field_validator("calibration")
+    @classmethod
+    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve(value, info)
+
+
+class OverloadSection(_Strict):
+    max_queue: int = Field(64, ge=1, le=1_000_000)
+    policy: Literal["reject_oldest", "reject_newest"] = "reject_oldest"
+
+
+class Config(_Strict):
+    daemon: DaemonSection
+    engine: EngineSection
+    defaults: DefaultsSection = DefaultsSection()
+    cameras: dict[str, CameraSection] = {}
+    overload: OverloadSection = OverloadSection()
+    _source: str = PrivateAttr("<dict>")  # the file this came from (for messages)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_ids(cls, value: dict[str, CameraSection]) -> dict[str, CameraSection]:
+        for name in value:
+            _check_wire_text(name, f"camera id {name!r}")
+        return value
+
+    def calibration_for(self, camera: str) -> tuple[str, str]:
+        """(profile path, where it is configured) for ``camera``; path "" when none."""
+        if camera in self.cameras:
+            return self.cameras[camera].calibration, f"[cameras.{camera}] calibration"
+        return self.defaults.calibration, "[defaults] calibration"
+
+    def profile_paths(self) -> dict[str | None, tuple[str, str]]:
+        """{camera (None = default): (path, location)} for every configured profile."""
+        paths: dict[str | None, tuple[str, str]] = {}
+        if self.defaults.calibration:
+            paths[None] = (self.defaults.calibration, "[defaults] calibration")
+        for name, section in self.cameras.items():
+            paths[name] = (section.calibration, f"[cameras.{name}] calibration")
+        return paths
+
+
+def _check_wire_text(value: str, what: str) -> None:
+    if not value or len(value.encode("utf-8")) > MAX_CAMERA_ID_BYTES or not value.isprintable():
+        raise ValueError(f"{what} must be 1..{MAX_CAMERA_ID_BYTES} bytes of printable text")
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
+
+
+def _key_line(text: str, loc: tuple) -> int | None:
+    """Best-effort line number (1-based) of the key at ``loc`` (e.g. ("engine", "max_batch")) in
+    the TOML text; the section header's line when the key itself is absent."""
+    if not loc:
+        return None
+    section_names = [".".join(str(p) for p in loc[:i]) for i in range(len(loc) - 1, 0, -1)]
+    key = str(loc[-1])
+    current = ""
+    header_line = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("["):
+            current = line.strip("[] ").replace('"', "")
+            if section_names and current == section_names[0]:
+                header_line = number
+            continue
+        name = line.split("=", 1)[0].strip().strip('"') if "=" in line else None
+        if name == key and current == (section_names[0] if section_names else ""):
+            return number
+    if len(loc) == 1:  # an unknown / missing top-level section
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if raw.strip().strip("[] ").split(".")[0] == key:
+                return number
+    return header_line
+
+
+_FRIENDLY = {
+    "extra_forbidden": "unknown key (not part of the configuration schema; a typo?)",
+    "missing": "required key is missing",
+}
+
+
+def _format_location(path: Path, text: str, loc: tuple) -> str:
+    line = _key_line(text, loc)
+    where = f"{path}:{line}" if line else str(path)
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2:
+        return f"{where} [{'.'.join(parts[:-1])}] {parts[-1]}"
+    return f"{where} [{parts[0]}]" if parts else where
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and validate the TOML file at ``path``; relative paths inside are resolved
+    against its folder. Raises ConfigError listing every problem with its location."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read the configuration: {exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
+    return config_from_dict(data, base_dir=path.resolve().parent, source=str(path), text=text)
+
+
+def config_from_dict(data: dict[str, Any], *, base_dir: str | Path | None = None, source: str = "<dict>",
+                     text: str = "") -> Config:
+    """Validate an already parsed config (e.g. from a test). Raises ConfigError."""
+    try:
+        config = Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            location = _format_location(Path(source), text, tuple(error["loc"]))
+            message = _FRIENDLY.get(error["type"], error["msg"].removeprefix("Value error, "))
+            problems.append(f"{location}: {message}")
+        raise ConfigError(problems) from None
+    config._source = source
+    return config
+
+
+# ------------------------------------------------------------------------------------------------
+# Deep checks (--check-config)
+# ------------------------------------------------------------------------------------------------
+
+
+def engine_manifest(config: Config) -> dict:
+    """The manifest of the configured engine without running it (onnxruntime / tensorrt: the JSON
+    next to the engine, hash verified; torch: the checkpoint is loaded, which imports torch).
+    Raises ValueError (ManifestError / EngineError) with the reason."""
+    backend = config.engine.backend
+    if backend == "torch":
+        from inspector.engine import open_engine
+
+        return dict(open_engine("torch", config.engine.path).manifest)
+    from inspector.engine.manifest import read_manifest
+
+    return read_manifest(config.engine.path)
+
+
+def check_profiles(config: Config, manifest: dict) -> list[str]:
+    """Problems with the configured calibration profiles: each must load and match the engine
+    (hash, image size, backend, precision, camera). Also a problem: no profile at all."""
+    from inspector.profile import ProfileError, check_profile_matches, load_profile
+
+    problems = []
+    paths = config.profile_paths()
+    if not paths:
+        problems.append(f"{config.source} [defaults] calibration: no calibration profile configured: "
+                        "every frame would be FAULT no_calibration")
+    for camera, (path, where) in paths.items():
+        try:
+            profile = load_profile(path)
+            check_profile_matches(profile, manifest, backend=config.engine.backend, camera=camera)
+        except (ProfileError, OSError) as exc:
+            problems.append(f"{config.source} {where}: {exc}")
+    return problems
+
+
+def check_config(path: str | Path) -> list[str]:
+    """Every problem with the config at ``path`` (schema, engine, manifest, profiles); [] = OK."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return list(exc.problems)
+    problems = []
+    engine_path = Path(config.engine.path)
+    if not engine_path.is_file():
+        return [f"{config.source} [engine] path: engine file not found: {engine_path}"]
+    try:
+        manifest = engine_manifest(config)
+    except Exception as exc:  # ManifestError, EngineError, a broken checkpoint...
+        return [f"{config.source} [engine] path: engine not usable: {exc}"]
+    problems.extend(check_profiles(config, manifest))
+    return problems

@@ -1,0 +1,1020 @@
+"""`inspector serve`: the inspector daemon. Frames in (ZeroMQ PULL), verdicts out (PUB).
+
+    grabbers --PUSH--> PULL [receive loop] --> MicroBatcher --> [engine worker] --> PUB verdicts
+                                 |                                                    heartbeats
+                                 +--> PUB tap (mirror of every received frame)
+
+Two threads, one job each:
+
+* the **receive loop** (the calling thread) owns every socket: it polls the PULL socket, mirrors
+  each message on the tap, decodes it (``wire.decode_frame``), tracks per-camera sequence numbers,
+  puts the frame into the micro-batcher (or answers at once: decode error, sequence gap, no
+  calibration, deadline already past, overload drop), publishes every verdict and the heartbeats,
+  sweeps frames whose deadline can no longer be met, pings the systemd watchdog and handles
+  reload / stop requests;
+* the **engine worker** takes batches from the batcher (``inspector.batching``), runs the engine
+  (onnxruntime releases the GIL, so receiving goes on meanwhile), judges each frame
+  (``inspector.verdict.decide``) and hands the verdicts to the receive loop through an outbox
+  plus an inproc wake-up socket (a ZeroMQ socket is used by one thread only).
+
+Fail closed, exactly one verdict per received frame: every frame the PULL socket delivered is
+*settled* exactly once (a flag under a lock, so the worker, the deadline sweep and the shutdown
+path can never both answer), and nothing is ever silently passed: see docs/daemon.md for the
+reasons table, overload policy, signals (SIGHUP reload, SIGTERM drain), health endpoints, metrics
+and systemd integration. ``run_daemon(config, stop_event)`` runs it in-process.
+
+Never imports torch (unless the config asks for the reference ``torch`` backend, and then only
+inside the engine module).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sdnotify
+import zmq
+from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram
+
+from inspector import wire
+from inspector.batching import EngineTimeEstimate, MicroBatcher
+from inspector.config import Config, ConfigError, check_config, load_config, parse_host_port
+from inspector.engine import Engine, EngineError, open_engine
+from inspector.health import HealthServer
+from inspector.profile import CalibrationProfile, ProfileError, check_profile_matches, load_profile
+from inspector.thresholds import largest_region_areas
+from inspector.verdict import FAULT, apply_deadline, decide, decision_for, effective_deadline_ns, finite_or_none
+
+log = logging.getLogger("inspector.daemon")
+
+UNKNOWN_CAMERA = "unknown"       # camera_id of a FAULT for a message whose camera/seq are unreadable
+MAX_ITEMISED_GAP = 64            # a gap of up to this many frames gets one FAULT per missing seq
+MAX_TRACKED_CAMERAS = 4096       # sequence tracking forgets everything beyond (bounded memory)
+MAX_LABELLED_CAMERAS = 64        # metric label values for camera ids; the rest count as "other"
+RECV_BURST = 256                 # messages taken per poll before the loop looks at anything else
+LOOP_TICK_S = 0.05               # longest poll: stop / reload requests are seen this fast
+VERDICT_SNDHWM = 100_000         # verdicts are ~200 bytes: never drop for a briefly slow subscriber
+ENGINE_STALL_MIN_S = 10.0        # liveness fails when one engine call runs longer than this ...
+ENGINE_STALL_FACTOR = 50.0       # ... or this many times the expected batch time, whichever is more
+LOG_FIRST = 10                   # per-kind noisy events: log the first N, then every LOG_EVERY-th
+LOG_EVERY = 1000
+
+
+class StartupError(RuntimeError):
+    """The daemon cannot start (engine unusable, sockets cannot be bound, ...)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Structured logs
+# ------------------------------------------------------------------------------------------------
+
+_STANDARD_LOG_KEYS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (Unix s), ``level``, ``logger``, ``msg`` and any
+    ``extra={...}`` fields of the call; ``exc`` holds a traceback when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_LOG_KEYS and not key.startswith("_"):
+                payload[key] = value
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+def configure_logging(log_format: str, verbose: bool = False) -> None:
+    """Root logger -> stderr, as JSON lines (``"json"``) or plain text (``"text"``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+class _Throttle:
+    """Log the first LOG_FIRST events of a kind, then every LOG_EVERY-th."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, kind: str) -> bool:
+        self.counts[kind] += 1
+        n = self.counts[kind]
+        return n <= LOG_FIRST or n % LOG_EVERY == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Sequence tracking (pure)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SequenceEvent:
+    """What one (camera, seq) observation means.
+
+    ``missing``: sequence numbers skipped just before this one (0 normally). ``fault_seqs``: the
+    seqs that get a ``sequence_gap`` FAULT: every missing one when ``missing <= max_itemised``,
+    else only ``seq - 1`` (one FAULT summarising the gap; the count is in ``missing``).
+    ``restarted``: seq did not increase (grabber restart): tracking was reset, no gap reported.
+    """
+
+    missing: int = 0
+    fault_seqs: tuple[int, ...] = ()
+    restarted: bool = False
+    previous: int | None = None
+
+
+class SequenceTracker:
+    """Per-camera ``seq`` bookkeeping. The first frame of a camera starts its tracking (the daemon
+    cannot know what came before it started). Not thread safe."""
+
+    def __init__(self, max_itemised: int = MAX_ITEMISED_GAP, max_cameras: int = MAX_TRACKED_CAMERAS) -> None:
+        if max_itemised < 1 or max_cameras < 1:
+            raise ValueError("max_itemised and max_cameras must be >= 1")
+        self.max_itemised = max_itemised
+        self.max_cameras = max_cameras
+        self.last: dict[str, int] = {}
+
+    def observe(self, camera: str, seq: int) -> SequenceEvent:
+        previous = self.last.get(camera)
+        if previous is None and len(self.last) >= self.max_cameras:
+            self.last.clear()  # bounded memory against a flood of made-up camera ids
+        self.last[camera] = seq
+        if previous is None:
+            return SequenceEvent()
+        if seq <= previous:
+            return SequenceEvent(restarted=True, previous=previous)
+        missing = seq - previous - 1
+        if missing == 0:
+            return SequenceEvent(previous=previous)
+        if missing <= self.max_itemised:
+            return SequenceEvent(missing, tuple(range(previous + 1, seq)), previous=previous)
+        return SequenceEvent(missing, (seq - 1,), previous=previous)
+
+
+# ------------------------------------------------------------------------------------------------
+# Calibration per camera
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThresholdTable:
+    """Which profile judges which camera. ``cameras``: cameras with a section of their own (None =
+    their profile is unusable: FAULT no_calibration; they never fall back to the default).
+    Immutable: a reload builds a new table and swaps the reference."""
+
+    default: CalibrationProfile | None
+    cameras: dict[str, CalibrationProfile | None]
+
+    def for_camera(self, camera: str) -> CalibrationProfile | None:
+        if camera in self.cameras:
+            return self.cameras[camera]
+        return self.default
+
+    @property
+    def present(self) -> bool:
+        return self.default is not None or any(p is not None for p in self.cameras.values())
+
+    def describe(self) -> dict[str, Any]:
+        def one(profile: CalibrationProfile | None) -> Any:
+            if profile is None:
+                return None
+            return {"image": profile.image_threshold, "pixel": profile.pixel_threshold,
+                    "min_defect_area": profile.min_defect_area, "path": str(profile.path)}
+        return {"default": one(self.default), **{name: one(p) for name, p in self.cameras.items()}}
+
+
+def load_thresholds(config: Config, manifest: dict, backend: str,
+                    previous: ThresholdTable | None = None) -> tuple[ThresholdTable, list[str]]:
+    """Load and check every configured profile against the engine. A profile that fails keeps
+    ``previous``'s entry (None at start). Returns (table, problems)."""
+    problems: list[str] = []
+    loaded: dict[str | None, CalibrationProfile | None] = {}
+    for camera, (path, where) in config.profile_paths().items():
+        try:
+            profile = load_profile(path)
+            check_profile_matches(profile, manifest, backend=backend, camera=camera)
+            loaded[camera] = profile
+        except (ProfileError, OSError) as exc:
+            problems.append(f"{where}: {exc}")
+            loaded[camera] = None if previous is None else (
+                previous.default if camera is None else previous.cameras.get(camera))
+    table = ThresholdTable(loaded.get(None), {name: loaded[name] for name in config.cameras})
+    return table, problems
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics
+# ------------------------------------------------------------------------------------------------
+
+
+class DaemonMetrics:
+    """Prometheus metrics in a private registry (prefix ``inspector_daemon_``)."""
+
+    def __init__(self, max_batch: int) -> None:
+        r = self.registry = CollectorRegistry()
+        p = "inspector_daemon_"
+        self.frames = PCounter(p + "frames_received", "frame messages received, by camera", ["camera"], registry=r)
+        self.verdicts = PCounter(p + "verdicts", "verdicts published", ["decision", "reason"], registry=r)
+        self.decode_errors = PCounter(p + "decode_errors", "malformed frame messages", ["reason"], registry=r)
+        self.gap_frames = PCounter(p + "sequence_gap_frames", "frames missing in a camera's sequence", ["camera"], registry=r)
+        self.dropped = PCounter(p + "dropped_frames", "frames dropped by the overload policy", registry=r)
+        self.engine_errors = PCounter(p + "engine_errors", "engine calls that failed", registry=r)
+        self.profile_reloads = PCounter(p + "profile_reloads", "calibration reloads (SIGHUP)", registry=r)
+        self.profile_reload_errors = PCounter(p + "profile_reload_errors", "profiles that failed to reload (old one kept)", registry=r)
+        self.heartbeats = PCounter(p + "heartbeats", "heartbeats published", registry=r)
+        self.tap_dropped = PCounter(p + "tap_dropped", "frames the tap could not mirror", registry=r)
+        self.queue_depth = Gauge(p + "queue_depth", "frames waiting for the engine", registry=r)
+        self.ready = Gauge(p + "ready", "1 when verdicts can be trusted (engine + thresholds, not draining)", registry=r)
+        self.expected_engine = Gauge(p + "expected_engine_seconds", "EWMA of engine seconds per batch", registry=r)
+        latency = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+        self.capture_to_verdict = Histogram(p + "capture_to_verdict_seconds", "frame capture to verdict published", buckets=latency, registry=r)
+        self.receive_to_verdict = Histogram(p + "receive_to_verdict_seconds", "frame received to verdict published", buckets=latency, registry=r)
+        self.engine_seconds = Histogram(p + "engine_batch_seconds", "engine time per batch", buckets=latency, registry=r)
+        sizes = sorted({1, 2, 4, 8, 16, 32, 64, max_batch} & set(range(1, max_batch + 1)))
+        self.batch_size = Histogram(p + "batch_size", "frames per engine batch", buckets=[float(s) for s in sizes], registry=r)
+
+
+# ------------------------------------------------------------------------------------------------
+# The daemon
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class FrameJob:
+    """One received, decoded frame on its way to a verdict. ``image``: uint8 H x W x C, a read-only
+    view into the received message (kept alive by it). ``settled``: a verdict exists (guarded by
+    the daemon's settle lock)."""
+
+    header: wire.FrameHeader
+    image: np.ndarray
+    deadline_ns: int
+    received_ns: int
+    settled: bool = False
+
+
+@dataclass(frozen=True)
+class _Ident:
+    """Who a verdict is about (from a header, or from what a malformed header still told)."""
+
+    camera_id: str
+    seq: int
+    part_id: str = ""
+    capture_ns: int = 0
+    label: str | None = None
+
+    @classmethod
+    def of(cls, header: wire.FrameHeader) -> "_Ident":
+        return cls(header.camera_id, header.seq, header.part_id, header.capture_ns, header.label)
+
+
+@dataclass
+class _Outgoing:
+    verdict: wire.Verdict
+    received_ns: int | None  # None: not a received frame (sequence gap)
+
+
+def open_configured_engine(config: Config) -> Engine:
+    """Open the configured engine. onnxruntime gets ``threads`` (0 = all cores) and ``max_batch``;
+    the other backends ``max_batch``. Raises StartupError."""
+    kwargs: dict[str, Any] = {"max_batch": config.engine.max_batch}
+    if config.engine.backend == "onnxruntime":
+        kwargs["threads"] = config.engine.threads or None
+    try:
+        return open_engine(config.engine.backend, config.engine.path, **kwargs)
+    except Exception as exc:  # EngineError, missing runtime, bad file...
+        raise StartupError(f"cannot open the {config.engine.backend} engine {config.engine.path}: {exc}") from exc
+
+
+def warm_up(engine: Engine, max_batch: int, want_maps: bool = True) -> float:
+    """Run the engine twice on black images (first call: lazy initialisation) and return the
+    seconds of a full ``max_batch`` batch (with maps by default: the slower path), the first
+    engine-time estimate. Proves the engine runs before READY. Raises StartupError."""
+    h, w = engine.image_size
+    image = np.zeros((h, w, 3), np.uint8)
+    try:
+        engine.infer([image], ["bgr8"], want_maps=want_maps)
+        started = time.perf_counter()
+        result = engine.infer([image] * max_batch, ["bgr8"] * max_batch, want_maps=want_maps)
+        elapsed = time.perf_counter() - started
+    except Exception as exc:
+        raise StartupError(f"engine warm-up failed: {exc}") from exc
+    if np.asarray(result.scores).shape != (max_batch,):
+        raise StartupError(f"engine warm-up returned scores of shape {np.asarray(result.scores).shape}, expected ({max_batch},)")
+    return elapsed
+
+
+class Daemon:
+    """The serving loop. ``Daemon(config, engine, ...).serve()`` blocks until ``stop_event`` is set
+    and the drain is done, and returns the summary counts. Set ``reload_event`` to reload the
+    calibration profiles (SIGHUP does that in ``inspector serve``)."""
+
+    def __init__(self, config: Config, engine: Engine, *, stop_event: threading.Event | None = None,
+                 reload_event: threading.Event | None = None, context: zmq.Context | None = None,
+                 engine_estimate_s: float = 0.0) -> None:
+        self.config = config
+        self.engine = engine
+        self.stop_event = stop_event or threading.Event()
+        self.reload_event = reload_event or threading.Event()
+        self.context = context or zmq.Context()
+        self._own_context = context is None
+        self.metrics = DaemonMetrics(config.engine.max_batch)
+        self.counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+        self._settle_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self.batcher: MicroBatcher[FrameJob] = MicroBatcher(
+            config.engine.max_batch, config.engine.max_wait_ms / 1000.0, config.overload.max_queue,
+            config.overload.policy, estimate=EngineTimeEstimate(initial_s=engine_estimate_s))
+        self.sequences = SequenceTracker()
+        self.thresholds, problems = load_thresholds(config, engine.manifest, engine.backend)
+        for problem in problems:
+            log.error("calibration unusable (frames of the cameras it serves get FAULT no_calibration): %s", problem)
+        if not self.thresholds.present:
+            log.error("no usable calibration profile: every frame gets FAULT no_calibration; not ready")
+        self.outbox: deque[_Outgoing] = deque()
+        self.in_flight: list[FrameJob] = []
+        self.draining = False
+        self.worker_stop = False
+        self.busy_since: float | None = None
+        self.last_loop = time.monotonic()
+        self.heartbeat_counter = 0
+        self.unknown_seq = 0
+        self.exit_reason = ""
+        self.started_ns = time.time_ns()
+        self._labelled: set[str] = set()
+        self._throttle = _Throttle()
+        self._notifier = sdnotify.SystemdNotifier()
+        self._watchdog_s = _watchdog_interval_s()
+        self._next_watchdog = 0.0
+        self._wake_endpoint = f"inproc://inspector-daemon-wake-{uuid.uuid4().hex}"
+        self._worker_wake: zmq.Socket | None = None
+        self.health: HealthServer | None = None
+        self.metrics.expected_engine.set(engine_estimate_s)
+
+    # ---------------------------------------------------------------------------------- lifecycle
+
+    def serve(self) -> dict[str, Any]:
+        """Bind, run until stopped and drained, close. Returns the summary."""
+        try:
+            self._open_sockets()
+        except BaseException:
+            if self._own_context:
+                self.context.term()
+            raise
+        worker = threading.Thread(target=self._worker_main, name="engine-worker", daemon=True)
+        self.worker = worker
+        try:
+            self._start_health()
+            worker.start()
+            self._notifier.notify("READY=1")
+            self.metrics.ready.set(1 if self.is_ready() else 0)
+            log.info("daemon ready", extra={"daemon_id": self.config.daemon.id, "frames": self.config.daemon.frames,
+                                            "verdicts": self.config.daemon.verdicts, "tap": self.config.daemon.tap,
+                                            "engine": self.config.engine.path, "backend": self.engine.backend,
+                                            "thresholds": self.thresholds.describe(), "ready": self.is_ready()})
+            self._loop()
+        finally:
+            self._close()
+        summary = self.summary()
+        log.info("daemon stopped", extra={"summary": summary})
+        return summary
+
+    def _open_sockets(self) -> None:
+        cfg = self.config.daemon
+        sockets: list[zmq.Socket] = []
+        try:
+            self.pub = self._socket(zmq.PUB, sockets, sndhwm=VERDICT_SNDHWM)
+            self._bind(self.pub, cfg.verdicts, "verdicts")
+            self.tap = None
+            if cfg.tap:
+                self.tap = self._socket(zmq.PUB, sockets, sndhwm=cfg.tap_hwm)
+                self._bind(self.tap, cfg.tap, "tap")
+            self.wake = self._socket(zmq.PAIR, sockets)
+            self.wake.bind(self._wake_endpoint)
+            self.pull = self._socket(zmq.PULL, sockets, rcvhwm=cfg.rcvhwm)
+            self._bind(self.pull, cfg.frames, "frames")
+        except BaseException:
+            for sock in sockets:
+                sock.close(0)
+            raise
+        self.poller = zmq.Poller()
+        self.poller.register(self.pull, zmq.POLLIN)
+        self.poller.register(self.wake, zmq.POLLIN)
+
+    def _socket(self, kind: int, opened: list, *, sndhwm: int | None = None, rcvhwm: int | None = None) -> zmq.Socket:
+        sock = self.context.socket(kind)
+        opened.append(sock)
+        sock.setsockopt(zmq.LINGER, 0)
+        if sndhwm is not None:
+            sock.setsockopt(zmq.SNDHWM, sndhwm)
+        if rcvhwm is not None:
+            sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        return sock
+
+    @staticmethod
+    def _bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise StartupError(f"cannot bind the {what} socket to {endpoint}: {exc}") from None
+
+    def _start_health(self) -> None:
+        if not self.config.daemon.health:
+            return
+        host, port = parse_host_port(self.config.daemon.health)
+        try:
+            self.health = HealthServer(host, port, self.metrics.registry, self.liveness, self.readiness).start()
+        except OSError as exc:
+            raise StartupError(f"cannot serve health/metrics on {self.config.daemon.health}: {exc}") from None
+
+    def _close(self) -> None:
+        if self.health is not None:
+            self.health.close()
+        if not self.pull.closed:
+            self.pull.close(0)
+        self.wake.close(0)
+        if self.tap is not None:
+            self.tap.close(0)
+        self.pub.close(linger=self.config.daemon.linger_ms)  # let queued verdicts reach subscribers
+        if self._own_context:
+            self.context.term()
+
+    # ---------------------------------------------------------------------------------- main loop
+
+    def _loop(self) -> None:
+        heartbeat_s = self.config.daemon.heartbeat_ms / 1000.0
+        next_heartbeat = time.monotonic()
+        drain_deadline = math.inf
+        while True:
+            now = time.monotonic()
+            self.last_loop = now
+            if self.stop_event.is_set() and not self.draining:
+                self._begin_drain()
+                drain_deadline = now + self.config.daemon.drain_ms / 1000.0
+            if self.draining:
+                if not self.worker.is_alive() and not self.outbox:
+                    self.exit_reason = "drained"
+                    break
+                if now >= drain_deadline:
+                    self._abandon_in_flight()
+                    self.exit_reason = "drain_timeout"
+                    break
+            if self.reload_event.is_set():
+                self.reload_event.clear()
+                self.reload_profiles()
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + heartbeat_s
+            self._watchdog(now)
+            self._sweep_expired(now)
+            timeout_ms = max(0, min(int((next_heartbeat - now) * 1000) + 1, int(LOOP_TICK_S * 1000)))
+            events = dict(self.poller.poll(timeout_ms))
+            if not self.draining and self.pull in events:
+                self._receive_burst(RECV_BURST)
+            if self.wake in events:
+                self._drain_wake()
+            self._flush_outbox()
+        self._flush_outbox()
+        self._heartbeat()
+
+    def _receive_burst(self, limit: int | None) -> None:
+        taken = 0
+        while limit is None or taken < limit:
+            try:
+                parts = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            taken += 1
+            self._on_message(parts)
+
+    def _drain_wake(self) -> None:
+        while True:
+            try:
+                self.wake.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
+    def _flush_outbox(self) -> None:
+        while self.outbox:
+            item = self.outbox.popleft()
+            self._publish(item.verdict, item.received_ns)
+
+    # ---------------------------------------------------------------------------------- receiving
+
+    def _on_message(self, parts: list) -> None:
+        """One message from the PULL socket -> exactly one verdict (now or later). Never raises
+        for bad input."""
+        received_ns = time.time_ns()
+        self._count("messages_received")
+        self._mirror(parts)
+        try:
+            header, image = wire.decode_frame(parts)
+        except wire.WireError as exc:
+            self._on_decode_error(exc, received_ns)
+            return
+        except Exception as exc:  # decode_frame promises WireError only; fail closed anyway
+            self._on_decode_error(wire.WireError("bad_header", f"unexpected {type(exc).__name__}: {exc}"), received_ns)
+            return
+        self._on_frame(header, image, received_ns)
+
+    def _mirror(self, parts: list) -> None:
+        if self.tap is None:
+            return
+        try:
+            self.tap.send_multipart(wire.encode_tap(parts), flags=zmq.NOBLOCK, copy=False)
+            self._count("tap_sent")
+        except (zmq.Again, wire.WireError):
+            self._count("tap_dropped")
+            self.metrics.tap_dropped.inc()
+
+    def _on_frame(self, header: wire.FrameHeader, image: np.ndarray, received_ns: int) -> None:
+        self.metrics.frames.labels(self._camera_label(header.camera_id)).inc()
+        self._track_sequence(header.camera_id, header.seq, header.capture_ns)
+        deadline_ns = effective_deadline_ns(header.capture_ns, header.deadline_ns, self.config.defaults.deadline_ms)
+        job = FrameJob(header, image, deadline_ns, received_ns)
+        if self.thresholds.for_camera(header.camera_id) is None:
+            self._answer_now(job, "no_calibration")
+            return
+        if received_ns >= deadline_ns:
+            self._answer_now(job, "deadline_missed")
+            return
+        mono = time.monotonic()
+        with self._cond:
+            dropped = self.batcher.add(job, mono, mono + (deadline_ns - received_ns) / 1e9)
+            depth = len(self.batcher)
+            self._cond.notify()
+        self.metrics.queue_depth.set(depth)
+        for victim in dropped:
+            self._count("overload_dropped")
+            self.metrics.dropped.inc()
+            if self._throttle("overload"):
+                log.warning("overload: frame dropped by policy %s", self.config.overload.policy,
+                            extra={"camera": victim.header.camera_id, "seq": victim.header.seq,
+                                   "dropped_total": self.counts["overload_dropped"]})
+            self._answer_now(victim, "overload_dropped")
+
+    def _on_decode_error(self, exc: wire.WireError, received_ns: int) -> None:
+        self._count("decode_errors")
+        self.metrics.decode_errors.labels(exc.reason).inc()
+        ident = _ident_from_partial(exc.header)
+        if ident is None:
+            ident = _Ident(UNKNOWN_CAMERA, self.unknown_seq, "", received_ns)
+            self.unknown_seq += 1
+            self._count("unattributed_decode_errors")
+        else:
+            self._track_sequence(ident.camera_id, ident.seq, ident.capture_ns)
+        self.metrics.frames.labels(self._camera_label(ident.camera_id)).inc()
+        if self._throttle("decode_error"):
+            log.warning("malformed frame message: %s", exc, extra={"camera": ident.camera_id, "seq": ident.seq,
+                                                                    "wire_reason": exc.reason})
+        self._publish(self._make_verdict(ident, "decode_error"), received_ns)
+
+    def _track_sequence(self, camera: str, seq: int, capture_ns: int) -> None:
+        event = self.sequences.observe(camera, seq)
+        if event.restarted:
+            self._count("sequence_restarts")
+            log.warning("camera sequence went back (grabber restart?): tracking reset",
+                        extra={"camera": camera, "previous": event.previous, "seq": seq})
+        if not event.missing:
+            return
+        self._count("missing_frames", event.missing)
+        self.metrics.gap_frames.labels(self._camera_label(camera)).inc(event.missing)
+        log.warning("sequence gap: %d frame(s) never arrived", event.missing,
+                    extra={"camera": camera, "previous": event.previous, "seq": seq,
+                           "itemised": len(event.fault_seqs) == event.missing})
+        for missing_seq in event.fault_seqs:
+            self._publish(self._make_verdict(_Ident(camera, missing_seq, "", capture_ns), "sequence_gap"), None)
+
+    def _camera_label(self, camera: str) -> str:
+        if camera in self._labelled:
+            return camera
+        if len(self._labelled) < MAX_LABELLED_CAMERAS:
+            self._labelled.add(camera)
+            return camera
+        return "other"
+
+    # ---------------------------------------------------------------------------------- verdicts
+
+    def _make_verdict(self, ident: _Ident, reason: str, *, decision: str | None = None, score: float | None = None,
+                      threshold: float | None = None, area: int | None = None,
+                      decided_ns: int | None = None) -> wire.Verdict:
+        decision = decision or decision_for(reason)
+        return wire.Verdict(
+            camera_id=ident.camera_id, seq=ident.seq, part_id=ident.part_id, capture_ns=ident.capture_ns,
+            decision=decision, reason="" if decision == "OK" else reason, score=finite_or_none(score),
+            threshold=finite_or_none(threshold), decided_ns=decided_ns or time.time_ns(), label=ident.label,
+            defect_area_px=area,
+        )
+
+    def _settle(self, job: FrameJob) -> bool:
+        """Claim the right to answer ``job``; False when it already has its verdict."""
+        with self._settle_lock:
+            if job.settled:
+                return False
+            job.settled = True
+            return True
+
+    def _answer_now(self, job: FrameJob, reason: str) -> None:
+        """Receive-loop thread: settle ``job`` with a FAULT ``reason`` and publish it."""
+        if self._settle(job):
+            self._publish(self._make_verdict(_Ident.of(job.header), reason), job.received_ns)
+
+    def _post(self, job: FrameJob, verdict: wire.Verdict) -> None:
+        """Worker thread: hand a verdict to the receive loop (which publishes it)."""
+        self.outbox.append(_Outgoing(verdict, job.received_ns))
+        if self._worker_wake is not None:
+            try:
+                self._worker_wake.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the loop also flushes the outbox every tick
+
+    def _publish(self, verdict: wire.Verdict, received_ns: int | None) -> None:
+        """Receive-loop thread only: encode and send one verdict; count it."""
+        try:
+            parts = wire.encode_verdict(verdict)
+        except wire.WireError as exc:  # a bug; still answer, fail closed
+            log.error("verdict did not encode (%s); publishing FAULT engine_error instead", exc)
+            verdict = wire.Verdict(verdict.camera_id, verdict.seq, verdict.part_id, verdict.capture_ns, FAULT,
+                                   "engine_error", None, None, time.time_ns())
+            parts = wire.encode_verdict(verdict)
+        self.pub.send_multipart(parts)
+        self._count("verdicts")
+        self._count(f"decision:{verdict.decision}")
+        self._count(f"reason:{verdict.reason or 'ok'}")
+        self._count("frame_verdicts" if received_ns is not None else "gap_verdicts")
+        self.metrics.verdicts.labels(verdict.decision, verdict.reason).inc()
+        now_ns = time.time_ns()
+        if received_ns is not None:
+            self.metrics.receive_to_verdict.observe(max(0, now_ns - received_ns) / 1e9)
+            if verdict.capture_ns and verdict.camera_id != UNKNOWN_CAMERA:
+                self.metrics.capture_to_verdict.observe(max(0, now_ns - verdict.capture_ns) / 1e9)
+
+    def _sweep_expired(self, now: float) -> None:
+        """Frames that can no longer be judged in time get deadline_missed now (not later)."""
+        with self._cond:
+            expired = self.batcher.take_expired(now)
+            depth = len(self.batcher)
+        if expired:
+            self.metrics.queue_depth.set(depth)
+        for job in expired:
+            self._answer_now(job, "deadline_missed")
+
+    # ---------------------------------------------------------------------------------- engine worker
+
+    def _worker_main(self) -> None:
+        wake = self.context.socket(zmq.PAIR)
+        wake.setsockopt(zmq.LINGER, 0)
+        wake.connect(self._wake_endpoint)
+        self._worker_wake = wake
+        try:
+            while True:
+                taken = self._next_batch()
+                if taken is None:
+                    return
+                batch, expired = taken
+                for job in expired:
+                    if self._settle(job):
+                        self._post(job, self._make_verdict(_Ident.of(job.header), "deadline_missed"))
+                if batch:
+                    self._run_batch(batch)
+                with self._cond:
+                    self.in_flight = []
+        except BaseException:  # never expected: _run_batch catches per batch; stay fail-closed
+            log.exception("engine worker crashed; frames still queued will be answered by the sweep or at stop")
+        finally:
+            self._worker_wake = None
+            wake.close(0)
+
+    def _next_batch(self) -> tuple[list[FrameJob], list[FrameJob]] | None:
+        """Block until there is a batch to run or expired frames to answer; None = stop."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                if self.worker_stop and not len(self.batcher):
+                    return None
+                if self.worker_stop or self.batcher.ready(now):
+                    batch, expired = self.batcher.take_batch(now)
+                    self.in_flight = batch
+                    self.metrics.queue_depth.set(len(self.batcher))
+                    return batch, expired
+                expired = self.batcher.take_expired(now)
+                if expired:
+                    return [], expired
+                at = self.batcher.next_event_at()
+                self._cond.wait(LOOP_TICK_S if at is None else min(max(at - now, 0.0002), LOOP_TICK_S))
+
+    def _run_batch(self, batch: list[FrameJob]) -> None:
+        table = self.thresholds  # one consistent snapshot for the whole batch
+        judged: list[tuple[FrameJob, CalibrationProfile]] = []
+        for job in batch:
+            profile = table.for_camera(job.header.camera_id)
+            if profile is None:
+                if self._settle(job):
+                    self._post(job, self._make_verdict(_Ident.of(job.header), "no_calibration"))
+            else:
+                judged.append((job, profile))
+        if not judged:
+            return
+        want_maps = any(profile.has_region_rule for _, profile in judged)
+        self.busy_since = time.monotonic()
+        started = time.perf_counter()
+        try:
+            result = self.engine.infer([job.image for job, _ in judged], [job.header.pixel_format for job, _ in judged],
+                                       want_maps=want_maps)
+            scores, maps = _checked_result(result, len(judged), want_maps)
+        except Exception as exc:
+            self._engine_failed(judged, exc)
+            return
+        finally:
+            self.busy_since = None
+        elapsed = time.perf_counter() - started
+        with self._cond:
+            self.batcher.observe_engine_time(elapsed)
+            expected = self.batcher.expected_engine_s
+        self.metrics.engine_seconds.observe(elapsed)
+        self.metrics.batch_size.observe(len(judged))
+        self.metrics.expected_engine.set(expected)
+        self._count("batches")
+        self._count("frames_judged", len(judged))
+        for i, (job, profile) in enumerate(judged):
+            self._judge(job, profile, scores[i], None if maps is None else maps[i])
+
+    def _engine_failed(self, judged: list[tuple[FrameJob, CalibrationProfile]], exc: Exception) -> None:
+        self._count("engine_errors")
+        self.metrics.engine_errors.inc()
+        log.error("engine failed on a batch of %d: %s", len(judged), exc,
+                  extra={"frames": [(job.header.camera_id, job.header.seq) for job, _ in judged[:16]]},
+                  exc_info=self._throttle("engine_error"))
+        for job, profile in judged:
+            if self._settle(job):
+                self._post(job, self._make_verdict(_Ident.of(job.header), "engine_error",
+                                                   threshold=profile.image_threshold))
+
+    def _judge(self, job: FrameJob, profile: CalibrationProfile, raw_score: Any, anomaly_map: np.ndarray | None) -> None:
+        """Worker thread: thresholds -> decision -> deadline rule -> verdict for one frame."""
+        if not self._settle(job):
+            return  # already answered (shutdown timeout)
+        ident = _Ident.of(job.header)
+        try:
+            area = None
+            if profile.has_region_rule and finite_or_none(raw_score) is not None:
+                area = int(largest_region_areas(anomaly_map[np.newaxis], profile.pixel_threshold)[0])
+            decision, reason = decide(raw_score, profile.image_threshold, region_area=area,
+                                      min_defect_area=profile.min_defect_area)
+            decided_ns = time.time_ns()
+            decision, reason = apply_deadline(decision, reason, decided_ns, job.deadline_ns)
+            verdict = self._make_verdict(ident, reason, decision=decision, score=raw_score,
+                                         threshold=profile.image_threshold, area=area, decided_ns=decided_ns)
+        except Exception as exc:  # a non-finite map, a bad area...: no judgement
+            if self._throttle("judge_error"):
+                log.error("could not judge frame: %s", exc, extra={"camera": ident.camera_id, "seq": ident.seq})
+            verdict = self._make_verdict(ident, "engine_error", score=raw_score, threshold=profile.image_threshold)
+        self._post(job, verdict)
+
+    # ---------------------------------------------------------------------------------- control
+
+    def reload_profiles(self) -> None:
+        """SIGHUP: reload every profile and re-check it against the engine; a profile that fails
+        keeps the old one (logged, counted). Frames keep flowing meanwhile."""
+        table, problems = load_thresholds(self.config, self.engine.manifest, self.engine.backend, previous=self.thresholds)
+        self.thresholds = table
+        self._count("profile_reloads")
+        self.metrics.profile_reloads.inc()
+        for problem in problems:
+            self._count("profile_reload_errors")
+            self.metrics.profile_reload_errors.inc()
+            log.error("profile reload failed, keeping the previous one: %s", problem)
+        log.info("calibration reloaded", extra={"thresholds": table.describe(), "errors": len(problems)})
+
+    def _begin_drain(self) -> None:
+        """Stop accepting: take what ZeroMQ already delivered, close PULL, let the worker finish."""
+        self.draining = True
+        self._notifier.notify("STOPPING=1")
+        self.metrics.ready.set(0)
+        log.info("stopping: draining frames already received")
+        self._receive_burst(None)
+        self.poller.unregister(self.pull)
+        self.pull.close(0)
+        with self._cond:
+            self.worker_stop = True
+            self._cond.notify_all()
+        self._heartbeat()
+
+    def _abandon_in_flight(self) -> None:
+        """Drain timeout: everything not yet answered gets FAULT shutdown."""
+        with self._cond:
+            leftovers = self.batcher.drain_all() + list(self.in_flight)
+        self._flush_outbox()
+        abandoned = 0
+        for job in leftovers:
+            if self._settle(job):
+                abandoned += 1
+                self._publish(self._make_verdict(_Ident.of(job.header), "shutdown"), job.received_ns)
+        self._count("shutdown_abandoned", abandoned)
+        log.error("drain timed out after %d ms: %d frame(s) answered FAULT shutdown", self.config.daemon.drain_ms, abandoned)
+
+    def _heartbeat(self) -> None:
+        ready = self.is_ready()
+        beat = wire.Heartbeat(self.config.daemon.id, self.heartbeat_counter, time.time_ns(), ready)
+        self.pub.send_multipart(wire.encode_heartbeat(beat))
+        self.heartbeat_counter += 1
+        self._count("heartbeats")
+        self.metrics.heartbeats.inc()
+        self.metrics.ready.set(1 if ready else 0)
+
+    def _watchdog(self, now: float) -> None:
+        if self._watchdog_s is None or now < self._next_watchdog:
+            return
+        self._next_watchdog = now + self._watchdog_s
+        healthy, reason = self.liveness()
+        if healthy:
+            self._notifier.notify("WATCHDOG=1")
+        elif self._throttle("unhealthy"):
+            log.error("unhealthy, not petting the systemd watchdog: %s", reason)
+
+    # ---------------------------------------------------------------------------------- probes
+
+    def liveness(self) -> tuple[bool, str]:
+        """(healthy, reason): the loop turns, the worker lives, no engine call is stuck."""
+        now = time.monotonic()
+        if now - self.last_loop > max(2.0, 10 * self.config.daemon.heartbeat_ms / 1000.0):
+            return False, f"main loop stalled for {now - self.last_loop:.1f} s"
+        worker = getattr(self, "worker", None)
+        if worker is not None and not worker.is_alive() and not self.draining:
+            return False, "engine worker thread is not running"
+        busy_since = self.busy_since
+        limit = max(ENGINE_STALL_MIN_S, ENGINE_STALL_FACTOR * self.batcher.expected_engine_s)
+        if busy_since is not None and now - busy_since > limit:
+            return False, f"engine call running for {now - busy_since:.1f} s (limit {limit:.1f} s)"
+        return True, ""
+
+    def is_ready(self) -> bool:
+        return self.readiness()[0]
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): engine loaded (always, once running), thresholds present, not
+        draining, and alive."""
+        if self.draining:
+            return False, "draining (stopping)"
+        if not self.thresholds.present:
+            return False, "no usable calibration profile"
+        return self.liveness()
+
+    # ---------------------------------------------------------------------------------- summary
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self.counts[key] += n
+
+    def summary(self) -> dict[str, Any]:
+        with self._counts_lock:
+            c = Counter(self.counts)
+        decisions = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("decision:")}
+        reasons = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("reason:")}
+        keys = ("messages_received", "verdicts", "frame_verdicts", "gap_verdicts", "missing_frames", "decode_errors",
+                "unattributed_decode_errors", "overload_dropped", "engine_errors", "batches", "frames_judged",
+                "heartbeats", "profile_reloads", "profile_reload_errors", "sequence_restarts", "tap_sent",
+                "tap_dropped", "shutdown_abandoned")
+        return {
+            "daemon_id": self.config.daemon.id,
+            "started_ns": self.started_ns,
+            "stopped_ns": time.time_ns(),
+            "exit": self.exit_reason,
+            **{key: c[key] for key in keys},
+            "frames_without_verdict": c["messages_received"] - c["frame_verdicts"],
+            "by_decision": decisions,
+            "by_reason": reasons,
+            "expected_engine_s": self.batcher.expected_engine_s,
+        }
+
+
+
+def _ident_from_partial(header: Any) -> _Ident | None:
+    """Attribute a malformed message: a FrameHeader, or a dict with at least camera_id and seq
+    (fields in it passed their own checks); None when camera/seq are unknown."""
+    if isinstance(header, wire.FrameHeader):
+        return _Ident.of(header)
+    if isinstance(header, dict) and isinstance(header.get("camera_id"), str) and isinstance(header.get("seq"), int):
+        part_id = header.get("part_id")
+        capture_ns = header.get("capture_ns")
+        label = header.get("label")
+        return _Ident(header["camera_id"], header["seq"], part_id if isinstance(part_id, str) else "",
+                      capture_ns if isinstance(capture_ns, int) else 0, label if isinstance(label, str) else None)
+    return None
+
+
+def _checked_result(result: Any, n: int, want_maps: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Engine output checked for shape: scores (n,), maps (n, h, w) when asked. Raises EngineError."""
+    scores = np.asarray(result.scores)
+    if scores.shape != (n,):
+        raise EngineError(f"engine returned scores of shape {scores.shape} for {n} frames")
+    if not want_maps:
+        return scores, None
+    maps = None if result.maps is None else np.asarray(result.maps)
+    if maps is None or maps.ndim != 3 or maps.shape[0] != n:
+        raise EngineError(f"engine returned maps of shape {None if maps is None else maps.shape} for {n} frames")
+    return scores, maps
+
+
+def _watchdog_interval_s() -> float | None:
+    """Half the systemd watchdog period (``WATCHDOG_USEC``), capped at 1 s; None when systemd
+    asked for no watchdog (or for another process: ``WATCHDOG_PID``)."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        period_s = int(usec) / 1e6
+    except ValueError:
+        return None
+    return min(1.0, period_s / 2) if period_s > 0 else None
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry points
+# ------------------------------------------------------------------------------------------------
+
+
+def run_daemon(config: Config | str | Path, stop_event: threading.Event | None = None, *,
+               reload_event: threading.Event | None = None, context: zmq.Context | None = None) -> dict[str, Any]:
+    """Load the engine and the profiles, serve until ``stop_event`` is set, drain, return the
+    summary counts. ``config``: a Config or the path of a TOML file. Raises ConfigError /
+    StartupError when it cannot start."""
+    if not isinstance(config, Config):
+        config = load_config(config)
+    stop_event = stop_event or threading.Event()
+    engine = open_configured_engine(config)
+    try:
+        log.info("engine loaded", extra={"backend": engine.backend, "path": config.engine.path,
+                                         "engine_sha256": engine.manifest.get("engine_sha256"),
+                                         "image_size": list(engine.image_size)})
+        estimate = warm_up(engine, config.engine.max_batch, want_maps=True)
+        log.info("engine warmed up: %.1f ms per batch of %d", estimate * 1e3, config.engine.max_batch)
+        daemon = Daemon(config, engine, stop_event=stop_event, reload_event=reload_event, context=context,
+                        engine_estimate_s=estimate)
+        return daemon.serve()
+    finally:
+        engine.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="TOML configuration file (see docs/daemon.md)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration (schema, engine, profiles vs engine), print every problem, exit 0/2")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.check_config:
+        problems = check_config(args.config)
+        for problem in problems:
+            print(problem)
+        if problems:
+            print(f"{len(problems)} problem(s) in {args.config}")
+            return 2
+        print(f"configuration OK: {args.config}")
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    configure_logging(config.daemon.log_format, getattr(args, "verbose", False))
+    stop, reload = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    try:
+        summary = run_daemon(config, stop, reload_event=reload)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return 0
