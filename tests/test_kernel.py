@@ -1,0 +1,499 @@
+"""The GPU map head: CUDA source compiles (NVRTC, no GPU needed), the numpy emulator of the kernel's
+indexing equals MapHead and the plain reference (interpolate + scipy blur), the order-preserving key
+trick behind atomicMax, and - on a GPU - the real kernel against MapHead."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from inspector.anomaly_map import MapHead
+from inspector.engine import cuda_head as ch
+
+
+def _has_cuda_core() -> bool:
+    try:
+        ch.import_cuda_core()
+        return True
+    except Exception:
+        return False
+
+
+needs_cuda_core = pytest.mark.skipif(not _has_cuda_core(), reason="cuda-core (NVRTC) is not installed")
+
+# (H, W), per-scale shapes, batch: square, non-square (768 wide x 320 tall), partial tiles, odd sizes
+CASES = [
+    ((64, 64), [(16, 16), (8, 8), (4, 4)], 2),
+    ((96, 160), [(24, 40), (12, 20), (6, 10)], 3),
+    ((320, 768), [(80, 192), (40, 96), (20, 48)], 1),
+    ((70, 45), [(17, 11), (9, 6), (4, 3)], 2),
+    ((64, 32), [(16, 8), (8, 4)], 2),                     # two scales, W smaller than one tile
+    ((40, 72), [(10, 18)], 1),                             # one scale
+]
+
+
+def _maps(shapes, n, seed=0, low=0.0, high=0.6):
+    rng = np.random.default_rng(seed)
+    return [(low + (high - low) * rng.random((n, h, w))).astype(np.float32) for h, w in shapes]
+
+
+def _plain_reference(maps, size):
+    """The recipe as written: bilinear (align_corners=True) upsample, sum, scipy gaussian sigma 4."""
+    torch = pytest.importorskip("torch")
+    ndimage = pytest.importorskip("scipy.ndimage")
+    up = sum(torch.nn.functional.interpolate(torch.from_numpy(m.astype(np.float64))[:, None], size=size,
+                                             mode="bilinear", align_corners=True)[:, 0] for m in maps).numpy()
+    full = np.stack([ndimage.gaussian_filter(u, sigma=4) for u in up])
+    return full, full.reshape(len(full), -1).max(axis=1)
+
+
+# ---------------------------------------------------------------- (a) the CUDA source and its host side
+
+@needs_cuda_core
+@pytest.mark.parametrize("arch", ["sm_87", "sm_89"])
+def test_kernel_compiles_with_nvrtc_without_a_gpu(arch):
+    compiled = ch.compile_kernel(arch)
+    assert compiled.code[:4] == b"\x7fELF" and compiled.size > 4000
+    for name in ch.KERNEL_SIGNATURES:
+        assert name.encode() in compiled.code
+
+
+@needs_cuda_core
+def test_bad_tile_configuration_fails_to_compile(monkeypatch):
+    monkeypatch.setitem(ch.TILES, "TX", 12)  # 64 % 12 != 0: the source's #error guard must fire
+    with pytest.raises(Exception, match="tile sizes must divide evenly"):
+        ch.compile_kernel("sm_89")
+
+
+def test_tile_defaults_in_source_match_the_host():
+    src = ch.kernel_source()
+    defaults = dict(re.findall(r"#ifndef (\w+)\s*\n#define \1 (\d+)", src))
+    assert {k: int(v) for k, v in defaults.items()} == ch.TILES
+
+
+def test_kernel_parameter_lists_match_the_host_signatures():
+    src = ch.kernel_source()
+    found = {}
+    for name, params in re.findall(r'extern "C" __global__ void(?: __launch_bounds__\([^)]*\))?\s+(\w+)\(([^)]*)\)',
+                                   src):
+        kinds = []
+        for p in params.split(","):
+            p = " ".join(p.split())
+            kinds.append("ptr" if "*" in p else "i32" if re.fullmatch(r"(const )?int \w+", p) else f"?{p}")
+        found[name] = tuple(kinds)
+    assert found == ch.KERNEL_SIGNATURES
+
+
+def test_kernel_arguments_pack_to_the_parameter_widths():
+    param_holder = pytest.importorskip("cuda.core._kernel_arg_handler").ParamHolder
+    import ctypes
+    values = tuple(range(1, len(ch.KERNEL_SIGNATURES["rows_times_right"]) + 1))
+    args = ch._pack_args("rows_times_right", values)
+    holder = param_holder(args)  # keep it alive while its memory is read
+    slots = (ctypes.c_void_p * len(args)).from_address(holder.ptr)
+    for kind, value, slot in zip(ch.KERNEL_SIGNATURES["rows_times_right"], values, slots):
+        width = 8 if kind == "ptr" else 4
+        assert ctypes.string_at(slot, width) == int(value).to_bytes(width, "little")
+    del holder
+    with pytest.raises(ch.CudaHeadError):
+        ch._pack_args("decode_scores", (1, 2))
+    with pytest.raises(ch.CudaHeadError):
+        ch._pack_args("decode_scores", (1, 2, 2 ** 31))
+
+
+def test_operators_are_maphead_matrices_concatenated():
+    ref = MapHead((96, 160), [(24, 40), (12, 20), (6, 10)])
+    ops = ch.HeadOperators.build((96, 160), [(24, 40), (12, 20), (6, 10)])
+    assert ops.left_t.shape == (42, 96) and ops.right_t.shape == (70, 160) and ops.K == 42
+    np.testing.assert_array_equal(ops.left_t[24:36], ref.left[1].T)
+    np.testing.assert_array_equal(ops.right_t[40:60], ref.right_t[1])
+    with pytest.raises(ValueError):
+        ch.HeadOperators.build((64, 64), [(16, 16)] * 4)
+
+
+def test_gpu_discovery_never_raises():
+    assert isinstance(ch.cuda_device_count(), int) and ch.cuda_device_count() >= 0
+    assert ch.has_cuda_gpu() == (ch.cuda_device_count() > 0)
+
+
+# ---------------------------------------------------------------- (b) emulator == MapHead == reference
+
+@pytest.mark.parametrize("size,shapes,n", CASES)
+def test_emulated_kernel_equals_maphead(size, shapes, n):
+    maps = _maps(shapes, n, seed=n + size[0])
+    ops = ch.HeadOperators.build(size, shapes)
+    scores, full = ch.emulate_head(ops, maps, want_maps=True)
+    ref_full, ref_scores = MapHead(size, shapes).maps_and_scores(maps)
+    assert full.shape == (n, *size) and full.dtype == np.float32 and scores.dtype == np.float32
+    np.testing.assert_allclose(full, ref_full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, ref_scores, rtol=2e-6, atol=0)
+    no_maps_scores, none = ch.emulate_head(ops, maps, want_maps=False)
+    assert none is None and np.array_equal(no_maps_scores, scores)
+
+
+@pytest.mark.parametrize("size,shapes,n", [CASES[1], CASES[2], CASES[3]])
+def test_emulated_kernel_equals_the_plain_reference(size, shapes, n):
+    maps = _maps(shapes, n, seed=7)
+    ref_full, ref_scores = _plain_reference(maps, size)
+    scores, full = ch.emulate_head(ch.HeadOperators.build(size, shapes), maps)
+    np.testing.assert_allclose(full, ref_full, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5)
+
+
+def test_emulated_kernel_with_negative_values_and_nan():
+    size, shapes, n = CASES[0]
+    maps = _maps(shapes, 3, seed=3, low=-2.0, high=-0.5)  # all negative: a float-bits max would fail
+    ops = ch.HeadOperators.build(size, shapes)
+    scores, _ = ch.emulate_head(ops, maps)
+    np.testing.assert_allclose(scores, MapHead(size, shapes).scores(maps), rtol=2e-6)
+    assert np.all(scores < 0)
+    maps[1][1, 2, 3] = np.nan  # one image poisoned -> its score is NaN (fail closed), the others not
+    scores, _ = ch.emulate_head(ops, maps)
+    assert np.isnan(scores[1]) and np.all(np.isfinite(scores[[0, 2]]))
+
+
+def test_emulator_rejects_wrong_shapes():
+    ops = ch.HeadOperators.build((64, 64), [(16, 16), (8, 8), (4, 4)])
+    with pytest.raises(ValueError):
+        ch.emulate_head(ops, _maps([(16, 16), (8, 8), (4, 5)], 1))
+    with pytest.raises(ValueError):
+        ch.emulate_head(ops, _maps([(16, 16), (8, 8)], 1))
+
+
+# ---------------------------------------------------------------- order-preserving keys (atomicMax)
+
+def _interesting_floats(rng, n):
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 1.17549435e-38, -1.17549435e-38,
+                        3.4028235e38, -3.4028235e38, 1.0, -1.0, 2.0], dtype=np.float32)
+    scales = 10.0 ** rng.integers(-40, 38, n)
+    values = (rng.standard_normal(n) * scales).astype(np.float32)
+    return np.concatenate([special, values, np.nextafter(values, np.float32(np.inf))])
+
+
+def test_ordered_keys_preserve_order_and_round_trip():
+    rng = np.random.default_rng(11)
+    v = _interesting_floats(rng, 4000)
+    keys = ch.ordered_keys(v)
+    assert keys.dtype == np.int32
+    a, b = rng.integers(0, len(v), (2, 20000))
+    fa, fb, ka, kb = v[a], v[b], keys[a], keys[b]
+    same_zero = (fa == 0) & (fb == 0)
+    assert np.all((fa < fb) <= (ka < kb)) and np.all((fa > fb) <= (ka > kb))
+    assert np.all(((fa == fb) & ~same_zero) <= (ka == kb))
+    np.testing.assert_array_equal(ch.keys_to_float(keys).view(np.int32), v.view(np.int32))  # bit-exact
+    assert ch.ordered_keys(np.float32(-0.0)) < ch.ordered_keys(np.float32(0.0))
+    nan_key = ch.ordered_keys(np.array([np.nan, -np.nan], dtype=np.float32))
+    assert np.all(nan_key == ch.NAN_KEY) and np.all(nan_key > keys.max())
+    assert ch.ORDERED_MIN < keys.min() and np.isnan(ch.keys_to_float(np.array([ch.ORDERED_MIN]))[0])
+
+
+def test_max_of_keys_is_key_of_max():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        v = _interesting_floats(rng, int(rng.integers(1, 40)))
+        v = v[np.isfinite(v) | (rng.random(len(v)) < 0.5)]
+        if not len(v):
+            continue
+        decoded = ch.keys_to_float(np.array([ch.ordered_keys(v).max()]))[0]
+        assert decoded == v.max()
+
+
+# ---------------------------------------------------------------- (c) the real kernel on a GPU
+
+def _skip_without_gpu():
+    if not (ch.has_cuda_gpu() and _has_cuda_core()):
+        pytest.skip("needs a CUDA GPU and cuda-core")
+
+
+@pytest.fixture
+def gpu_head_factory():
+    heads = []
+
+    def make(size, shapes, **kw):
+        head = ch.CudaMapHead(size, shapes, **kw)
+        heads.append(head)
+        return head
+
+    yield make
+    for head in heads:
+        head.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("size,shapes,n", CASES)
+def test_gpu_kernel_equals_maphead(size, shapes, n, gpu_head_factory):
+    _skip_without_gpu()
+    head = gpu_head_factory(size, shapes, max_batch=2)
+    ref = MapHead(size, shapes)
+    for batch in sorted({1, n, 8}):  # 8 > max_batch: buffers grow
+        maps = _maps(shapes, batch, seed=batch)
+        scores, full = head.scores_and_maps(maps, want_maps=True)
+        ref_full, ref_scores = ref.maps_and_scores(maps)
+        np.testing.assert_allclose(full, ref_full, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(scores, ref_scores, rtol=1e-5)
+        only_scores, none = head.scores_and_maps(maps, want_maps=False)
+        assert none is None and np.array_equal(only_scores, scores)
+
+
+@pytest.mark.gpu
+def test_gpu_kernel_from_device_pointers_negative_and_nan(gpu_head_factory):
+    _skip_without_gpu()
+    size, shapes, n = CASES[1]
+    head = gpu_head_factory(size, shapes)
+    maps = _maps(shapes, n, seed=9, low=-1.0, high=-0.1)
+    maps[2][1, 0, 0] = np.nan
+    buffers = []
+    try:
+        for m in maps:
+            buf = ch.DeviceBuffer.allocate(m.nbytes)
+            buffers.append(buf)
+            ch.memcpy_async(buf.ptr, m.ctypes.data, m.nbytes, "h2d", head.stream_handle)
+        head.synchronize()
+        scores, _ = head.scores_and_maps([b.ptr for b in buffers], n=n, want_maps=False)
+    finally:
+        for b in buffers:
+            b.free()
+    ref = MapHead(size, shapes).scores(maps)
+    assert np.isnan(scores[1]) and np.isnan(ref[1])
+    np.testing.assert_allclose(scores[[0, 2]], ref[[0, 2]], rtol=1e-5)
+    assert np.all(scores[[0, 2]] < 0)
+
+
+@pytest.mark.gpu
+def test_gpu_kernel_equals_emulator_bit_for_bit_on_scores(gpu_head_factory):
+    _skip_without_gpu()
+    size, shapes, n = CASES[3]
+    maps = _maps(shapes, n, seed=21)
+    head = gpu_head_factory(size, shapes)
+    gpu_scores, gpu_full = head.scores_and_maps(maps, want_maps=True)
+    emu_scores, emu_full = ch.emulate_head(ch.HeadOperators.build(size, shapes), maps)
+    # same order of FMAs; only the emulator's rare double rounding may differ by one ulp
+    np.testing.assert_allclose(gpu_full, emu_full, rtol=3e-7, atol=1e-7)
+    np.testing.assert_allclose(gpu_scores, emu_scores, rtol=3e-7)
+
+
+# ---------------------------------------------------------------- the host side on a fake device
+# CudaMapHead's plumbing (allocations, copies, argument order, launch geometry, buffer growth, cleanup)
+# run against a fake CUDA runtime whose "device memory" is host memory and whose kernel launches run
+# the emulator on the raw pointers they are given - so a wrong pointer, size or grid fails here.
+
+class FakeRuntime:
+    """The subset of cuda.bindings.runtime that cuda_head / tensorrt_engine call."""
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice = 1, 2, 3
+
+    cudaStreamNonBlocking = 1
+
+    def __init__(self):
+        import ctypes
+        self._ctypes = ctypes
+        self.live: dict[int, object] = {}
+        self.streams: set[int] = set()
+        self.copies: list[tuple[str, int]] = []
+
+    def _alloc(self, size):
+        buf = self._ctypes.create_string_buffer(int(size))
+        ptr = self._ctypes.addressof(buf)
+        self.live[ptr] = buf
+        return 0, ptr
+
+    def _free(self, ptr):
+        if int(ptr) not in self.live:
+            return (1,)  # like cudaErrorInvalidValue
+        del self.live[int(ptr)]
+        return (0,)
+
+    def cudaGetDeviceCount(self):
+        return 0, 1
+
+    def cudaSetDevice(self, device):
+        return (0,)
+
+    def cudaGetDeviceProperties(self, device):
+        class Prop:
+            name = b"Fake GPU 9000\0\0"
+        return 0, Prop()
+
+    def cudaMalloc(self, size):
+        return self._alloc(size)
+
+    cudaMallocHost = cudaMalloc
+
+    def cudaFree(self, ptr):
+        return self._free(ptr)
+
+    cudaFreeHost = cudaFree
+
+    def _owned(self, ptr, nbytes):
+        return any(base <= int(ptr) and int(ptr) + nbytes <= base + len(buf) for base, buf in self.live.items())
+
+    def cudaMemcpyAsync(self, dst, src, count, kind, stream):
+        assert int(stream) in self.streams, "copy on a stream that was never created"
+        if kind in (1, 3):
+            assert self._owned(dst, count), "H2D/D2D destination is not a device allocation (or overruns it)"
+        if kind in (2, 3):
+            assert self._owned(src, count), "D2H/D2D source is not a device allocation (or overruns it)"
+        self._ctypes.memmove(int(dst), int(src), int(count))
+        self.copies.append(({1: "h2d", 2: "d2h", 3: "d2d"}[kind], int(count)))
+        return (0,)
+
+    def cudaStreamCreateWithFlags(self, flags):
+        handle = 1000 + len(self.streams)
+        self.streams.add(handle)
+        return 0, handle
+
+    def cudaStreamSynchronize(self, stream):
+        return (0,) if int(stream) in self.streams else (400,)
+
+    def cudaStreamDestroy(self, stream):
+        self.streams.discard(int(stream))
+        return (0,)
+
+    def cudaGetErrorName(self, err):
+        return 0, b"cudaErrorFake"
+
+
+def _view(ptr, dtype, shape):
+    import ctypes
+    count = int(np.prod(shape))
+    raw = (ctypes.c_char * (count * np.dtype(dtype).itemsize)).from_address(int(ptr))
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+class FakeCudaCore:
+    """cuda.core stand-in: Program/compile checks the source compiles by name only; launch runs the
+    emulator on device memory (= host memory of FakeRuntime) after checking the launch geometry."""
+
+    def __init__(self, runtime: FakeRuntime):
+        self.rt = runtime
+        self.launches: list[str] = []
+        outer = self
+
+        class Device:
+            compute_capability = (9, 0)
+
+            def __init__(self, device_id=0):
+                pass
+
+            def set_current(self):
+                return None
+
+        class ProgramOptions:
+            def __init__(self, **kw):
+                self.kw = kw
+
+        class Program:
+            def __init__(self, code, code_type, options):
+                assert code_type == "c++" and dict(options.kw["define_macro"]) == {k: str(v) for k, v in ch.TILES.items()}
+                self.code = code
+
+            def compile(self, target, logs=None):
+                code = self.code
+
+                class Obj:
+                    def get_kernel(self, name):
+                        assert f"{name}(" in code
+                        return name
+                return Obj()
+
+        class LaunchConfig:
+            def __init__(self, grid, block):
+                self.grid, self.block = grid, block
+
+        class Stream:
+            @staticmethod
+            def from_handle(handle):
+                assert int(handle) in outer.rt.streams
+                return ("stream", int(handle))
+
+        self.Device, self.ProgramOptions, self.Program = Device, ProgramOptions, Program
+        self.LaunchConfig, self.Stream = LaunchConfig, Stream
+
+    def launch(self, stream, config, kernel, *args):
+        assert stream[0] == "stream"
+        sig = ch.KERNEL_SIGNATURES[kernel]
+        assert [("ptr" if a.dtype == np.uint64 else "i32") for a in args] == list(sig)
+        self.launches.append(kernel)
+        getattr(self, "_" + kernel)(config, *[int(a) for a in args])
+
+    def _rows_times_right(self, cfg, m0, m1, m2, h0, w0, h1, w1, h2, w2, right_t, t_cat, keys, W):
+        K, n = h0 + h1 + h2, cfg.grid[2]
+        assert (cfg.grid, cfg.block) == ch.stage1_launch(W, K, n)
+        shapes = [(h, w) for h, w in ((h0, w0), (h1, w1), (h2, w2)) if h]
+        ops = ch.HeadOperators((1, W), shapes, np.zeros((K, 1), np.float32),
+                               _view(right_t, np.float32, (w0 + w1 + w2, W)), (h0, h1, h2), (w0, w1, w2))
+        maps = [_view(p, np.float32, (n, h, w)) for p, (h, w) in zip((m0, m1, m2), shapes)]
+        t, k = ch.emulate_rows_times_right(ops, maps, n)
+        _view(t_cat, np.float32, (n, K, W))[:] = t
+        _view(keys, np.int32, (n,))[:] = k
+
+    def _left_times_rows_max(self, cfg, left_t, t_cat, keys, out_map, K, H, W, write_map):
+        n = cfg.grid[2]
+        assert (cfg.grid, cfg.block) == ch.stage2_launch(W, H, n)
+        ops = ch.HeadOperators((H, W), [(K, 1)], _view(left_t, np.float32, (K, H)), np.zeros((1, W), np.float32),
+                               (K, 0, 0), (1, 0, 0))
+        key_view = _view(keys, np.int32, (n,))
+        out = ch.emulate_left_times_rows_max(ops, _view(t_cat, np.float32, (n, K, W)), key_view, bool(write_map))
+        if write_map:
+            _view(out_map, np.float32, (n, H, W))[:] = out
+        else:
+            assert out_map == 0
+
+    def _decode_scores(self, cfg, keys, scores, n):
+        assert (cfg.grid, cfg.block) == ch.decode_launch(n)
+        _view(scores, np.float32, (n,))[:] = ch.keys_to_float(_view(keys, np.int32, (n,)))
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """Replace the CUDA runtime and cuda-core seen by cuda_head with the fakes above."""
+    rt = FakeRuntime()
+    cc = FakeCudaCore(rt)
+    monkeypatch.setattr(ch, "cudart", lambda: rt)
+    monkeypatch.setattr(ch, "import_cuda_core", lambda: cc)
+    monkeypatch.setattr(ch, "cuda_device_count", lambda: 1)
+    return rt, cc
+
+
+def test_head_plumbing_on_a_fake_device(fake_cuda):
+    rt, cc = fake_cuda
+    size, shapes, _ = CASES[3]
+    ref = MapHead(size, shapes)
+    head = ch.CudaMapHead(size, shapes, max_batch=2)
+    for n, want in ((1, True), (2, False), (5, True), (3, False)):       # 5 > max_batch: buffers grow
+        maps = _maps(shapes, n, seed=n)
+        scores, full = head.scores_and_maps(maps, want_maps=want)
+        np.testing.assert_allclose(scores, ref.scores(maps), rtol=2e-6)
+        if want:
+            np.testing.assert_allclose(full, ref.maps(maps), rtol=1e-5, atol=1e-6)
+        else:
+            assert full is None
+    assert cc.launches[-3:] == ["rows_times_right", "left_times_rows_max", "decode_scores"]
+    # device pointers written elsewhere on the stream (as TensorRT does)
+    maps = _maps(shapes, 2, seed=42, low=-1.0, high=-0.2)
+    bufs = [ch.DeviceBuffer.allocate(m.nbytes) for m in maps]
+    for b, m in zip(bufs, maps):
+        ch.memcpy_async(b.ptr, m.ctypes.data, m.nbytes, "h2d", head.stream_handle)
+    rt.copies.clear()
+    scores, _ = head.scores_and_maps([b.ptr for b in bufs], n=2, want_maps=False)
+    np.testing.assert_allclose(scores, ref.scores(maps), rtol=2e-6)
+    assert rt.copies == [("d2h", 8)]                                      # only the two scores come back
+    with pytest.raises(ValueError):
+        head.scores_and_maps([b.ptr for b in bufs], want_maps=False)      # n is required with pointers
+    for b in bufs:
+        b.free()
+    head.close()
+    assert rt.live == {} and rt.streams == set()                          # nothing leaked
+
+
+def test_head_on_a_shared_stream_leaves_it_alone(fake_cuda):
+    rt, _ = fake_cuda
+    _, stream = rt.cudaStreamCreateWithFlags(1)
+    head = ch.CudaMapHead((64, 64), [(16, 16), (8, 8), (4, 4)], stream_handle=stream)
+    scores, _ = head.scores_and_maps(_maps([(16, 16), (8, 8), (4, 4)], 1))
+    assert scores.shape == (1,)
+    head.close()
+    assert rt.streams == {stream} and rt.live == {}
