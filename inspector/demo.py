@@ -89,8 +89,8 @@ def prepare_model(args) -> dict:
         step(f"generating labelled sample data in {data}")
         generate_dataset(data, product="part", n_train=60, n_test_good=40, n_test_defect_per_kind=10,
                          size=(160, 160), color=True, seed=7, overwrite=True)
-    if not (calib / "train" / "good").is_dir() or args.rebuild:
-        generate_dataset(calib, product="part", n_train=80, n_test_good=1, n_test_defect_per_kind=1,
+    if not (calib / "test" / "good").is_dir() or args.rebuild:  # good parts the model never saw
+        generate_dataset(calib, product="part", n_train=1, n_test_good=80, n_test_defect_per_kind=1,
                          size=(160, 160), color=True, seed=8, overwrite=True)
     if not model.is_file():
         step(f"training a quick model ({args.epochs} epochs, {DEMO_SIZE}px) -> {model}")
@@ -103,8 +103,8 @@ def prepare_model(args) -> dict:
         run_step("export", "--model", str(model), "--out", str(engine))
         profile.unlink(missing_ok=True)
     if not profile.is_file():
-        step(f"calibrating on {calib / 'train' / 'good'} (target FRR {DEMO_TARGET_FRR}) -> {profile}")
-        run_step("calibrate", "--engine", str(engine), "--good", str(calib / "train" / "good"),
+        step(f"calibrating on {calib / 'test' / 'good'} (target FRR {DEMO_TARGET_FRR}) -> {profile}")
+        run_step("calibrate", "--engine", str(engine), "--good", str(calib / "test" / "good"),
                  "--target-frr", str(DEMO_TARGET_FRR), "--out", str(profile))
     return {"data": data, "model": model, "engine": engine, "profile": profile}
 
