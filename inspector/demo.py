@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import numpy as np
 import zmq
 
 from .wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, Verdict, WireError, decode_message
+from .ports import free_port
 
 CAMERAS = ("cam0", "cam1")
 DEMO_SIZE = "128"          # model input (WxH = 128x128): quick to train on 2 cores
@@ -50,12 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild", action="store_true", help="regenerate data and retrain the model")
     p.add_argument("--deadline-ms", type=float, default=1000.0, help="per-frame verdict deadline")
     p.add_argument("--quiet", action="store_true", help="no live progress lines")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli(*args: str) -> list[str]:

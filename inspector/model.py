@@ -23,7 +23,7 @@ mean/std inside, so exported engines take the same uint8 input.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F

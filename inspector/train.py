@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, build_model
+from .checkpoint import build_model, load_checkpoint, save_checkpoint
 from .data import load_prepared, train_samples
 from .model import RDConfig, ReverseDistillation, rd_loss
 from .preprocess import format_image_size, parse_image_size

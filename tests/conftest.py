@@ -47,3 +47,21 @@ def tiny_engine(tiny_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("engines") / "tiny.onnx"
     run_cli("export", "--model", str(tiny_model), "--out", str(out))
     return out
+
+
+def free_port() -> int:
+    from inspector.ports import free_port as _free_port
+    return _free_port()
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
+    """Poll ``predicate`` until it returns something truthy (returned); AssertionError after ``timeout`` s."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

@@ -36,6 +36,7 @@ from inspector.daemon import Daemon
 from inspector.engine import EngineResult, open_engine
 from inspector.profile import save_profile
 from inspector.thresholds import largest_region_areas
+from conftest import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -44,23 +45,6 @@ PROFILE_FORMAT = "inspector.calibration/1"
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def profile_dict(manifest: dict, image: float, *, camera=None, pixel=None, area=None, backend="onnxruntime") -> dict:
     return {"format": PROFILE_FORMAT, "camera": camera,
             "engine": {"sha256": manifest["engine_sha256"], "backend": backend, "precision": manifest["precision"],

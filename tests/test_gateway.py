@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from inspector import modbus_map as mm
 from inspector.gateway import parse_cameras, parse_plc_target
 from inspector.plc_sim import start_sim_in_thread
 from inspector.wire import Heartbeat, Verdict, encode_heartbeat, encode_verdict
+from conftest import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,23 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 class Daemon:
     """The daemon's PUB socket, with a background heartbeat (every 50 ms while enabled)."""
 

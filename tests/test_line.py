@@ -34,7 +34,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -56,6 +55,7 @@ from inspector.sources import mvtec_source
 from inspector.synthetic import make_normal
 
 from conftest import REPO, run_cli
+from conftest import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -71,24 +71,6 @@ DECISION = {"OK": 1, "REJECT": 2, "FAULT": 3}
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def last_json_line(text: str) -> dict:
     for line in reversed((text or "").strip().splitlines()):
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from inspector.replay import replay
 from inspector.synthetic import make_normal
 from inspector.validate import (ExpectedFrame, ValidationError, _Collector, add_arguments, dump_toml, exit_status,
                                 format_table, spec_from_engine, specs_from_args, summarise, validate)
+from conftest import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,23 +43,6 @@ LONG_DEADLINE_MS = "60000"  # a loaded 2-core CI box must not turn judgements in
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def frames_of(path: Path, cameras=None) -> list:
     return list(open_recording(path).iter_frames(cameras))
 

@@ -67,7 +67,6 @@ import math
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -93,6 +92,7 @@ from pymodbus.client import ModbusTcpClient  # noqa: E402
 
 from inspector import modbus_map as mm  # noqa: E402
 from inspector.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, WireError, decode_message  # noqa: E402
+from inspector.ports import free_port
 
 QUICK = {"cameras": [1, 2], "fps": [10.0], "seconds": 1.5, "engine_iters": 5}
 READY_TIMEOUT_S = 120.0   # daemon engine load + warm-up on a busy machine
@@ -175,12 +175,6 @@ def run_step(*args: str) -> None:
     proc = subprocess.run(cli(*args), cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchLineError(f"inspector {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------------
