@@ -34,8 +34,8 @@ from .wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, Verdict, WireError,
 from .ports import free_port
 
 CAMERAS = ("cam0", "cam1")
-DEMO_SIZE = "128"          # model input (WxH = 128x128): quick to train on 2 cores
-DEMO_EPOCHS = 20
+DEMO_SIZE = "160"          # model input 160x160, the sample images' own size: quick on 2 cores
+DEMO_EPOCHS = 60
 DEMO_TARGET_FRR = 0.01
 
 
