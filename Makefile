@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q $(TORCH)
-	$(VPY) -m pip install -q -e '.[dev,kernel]'
+	$(VPY) -m pip install -q -e '.[dev,kernel,genicam]'
 	touch $(STAMP)
 
 install: $(STAMP)
