@@ -14,8 +14,9 @@
     precision       "fp32" | "fp16" (fp16: convolutions in half, pre-processing and cosine head in fp32)
     opset, versions (inspector, torch, onnx, onnxruntime), created (UTC ISO time)
 
-TensorRT plans (``NAME.<gpu>.<trt version>.plan``) are caches derived from the ONNX engine and are
-keyed by its hash; they carry no manifest of their own.
+TensorRT plans (``NAME-<fp16|fp32>-b<max batch>.<gpu slug>.trt<version>.<onnx sha256[:12]>.plan``)
+are caches derived from the ONNX engine, keyed by TensorRT version, GPU model and the ONNX hash;
+they carry no manifest of their own (see :mod:`inspector.engine.tensorrt_engine`).
 """
 
 from __future__ import annotations
