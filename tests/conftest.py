@@ -65,3 +65,56 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+class PlcClient:
+    """What a PLC programmer sees: a pymodbus client on the PLC's port, the register map decoded
+    with inspector.modbus_map (shared by the gateway and whole-line tests)."""
+
+    def __init__(self, port: int) -> None:
+        from pymodbus.client import ModbusTcpClient
+        self.client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=1)
+
+    def holding(self, address: int, count: int) -> list[int]:
+        out: list[int] = []
+        while count:
+            chunk = min(count, 120)
+            response = self.client.read_holding_registers(address, count=chunk, device_id=1)
+            assert not response.isError(), response
+            out += response.registers
+            address, count = address + chunk, count - chunk
+        return out
+
+    def coils(self, address: int, count: int) -> list[bool]:
+        response = self.client.read_coils(address, count=count, device_id=1)
+        assert not response.isError(), response
+        return list(response.bits[:count])
+
+    def write_coil(self, address: int, value: bool) -> None:
+        assert not self.client.write_coil(address, value, device_id=1).isError()
+
+    def header(self, camera: int):
+        from inspector import modbus_map as mm
+        return mm.CameraHeader.from_registers(self.holding(mm.camera_base(camera), mm.CAMERA_HEADER_SIZE))
+
+    def globals(self):
+        from inspector import modbus_map as mm
+        return mm.GlobalBlock.from_registers(self.holding(0, mm.GLOBAL_BLOCK_SIZE))
+
+    def entry(self, camera: int, slot: int):
+        from inspector import modbus_map as mm
+        return mm.RingEntry.from_registers(self.holding(mm.entry_address(camera, slot), mm.ENTRY_SIZE))
+
+    def ring(self, camera: int) -> list:
+        from inspector import modbus_map as mm
+        registers = self.holding(mm.entry_address(camera, 0), mm.RING_SIZE * mm.ENTRY_SIZE)
+        return [mm.RingEntry.from_registers(registers[i * mm.ENTRY_SIZE:(i + 1) * mm.ENTRY_SIZE])
+                for i in range(mm.RING_SIZE)]
+
+    def status(self) -> dict[str, bool]:
+        from inspector import modbus_map as mm
+        alive, stop, ready = self.coils(mm.COIL_DAEMON_ALIVE, 3)
+        return {"alive": alive, "stop": stop, "ready": ready}
+
+    def close(self) -> None:
+        self.client.close()

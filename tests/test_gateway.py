@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 import zmq
-from pymodbus.client import ModbusTcpClient
 
 from inspector import modbus_map as mm
 from inspector.gateway import parse_cameras, parse_plc_target
 from inspector.plc_sim import start_sim_in_thread
 from inspector.wire import Heartbeat, Verdict, encode_heartbeat, encode_verdict
 from conftest import free_port, wait_until
+from conftest import PlcClient as Plc
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,47 +80,6 @@ class Daemon:
         self.thread.join(1)
         self.pub.close(0)
         self.context.term()
-
-
-class Plc:
-    """What a PLC programmer sees: a pymodbus client on the PLC's port."""
-
-    def __init__(self, port: int) -> None:
-        self.client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=1)
-
-    def holding(self, address: int, count: int) -> list[int]:
-        out: list[int] = []
-        while count:
-            chunk = min(count, 120)
-            response = self.client.read_holding_registers(address, count=chunk, device_id=1)
-            assert not response.isError(), response
-            out += response.registers
-            address, count = address + chunk, count - chunk
-        return out
-
-    def coils(self, address: int, count: int) -> list[bool]:
-        response = self.client.read_coils(address, count=count, device_id=1)
-        assert not response.isError(), response
-        return list(response.bits[:count])
-
-    def write_coil(self, address: int, value: bool) -> None:
-        assert not self.client.write_coil(address, value, device_id=1).isError()
-
-    def header(self, camera: int) -> mm.CameraHeader:
-        return mm.CameraHeader.from_registers(self.holding(mm.camera_base(camera), mm.CAMERA_HEADER_SIZE))
-
-    def globals(self) -> mm.GlobalBlock:
-        return mm.GlobalBlock.from_registers(self.holding(0, mm.GLOBAL_BLOCK_SIZE))
-
-    def entry(self, camera: int, slot: int) -> mm.RingEntry:
-        return mm.RingEntry.from_registers(self.holding(mm.entry_address(camera, slot), mm.ENTRY_SIZE))
-
-    def status(self) -> dict[str, bool]:
-        alive, stop, ready = self.coils(mm.COIL_DAEMON_ALIVE, 3)
-        return {"alive": alive, "stop": stop, "ready": ready}
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def expected_entry(v: Verdict, tag: int) -> mm.RingEntry:

@@ -45,7 +45,6 @@ import cv2
 import numpy as np
 import pytest
 import zmq
-from pymodbus.client import ModbusTcpClient
 
 from inspector import modbus_map as mm
 from inspector import wire
@@ -56,6 +55,7 @@ from inspector.synthetic import make_normal
 
 from conftest import REPO, run_cli
 from conftest import free_port, wait_until
+from conftest import PlcClient as PlcReader
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -148,46 +148,6 @@ class Processes:
             except Exception:  # finalizer: keep going, never leave a process behind
                 self.procs[name].kill()
                 self.procs[name].wait(5)
-
-
-class PlcReader:
-    """What a PLC programmer sees: a pymodbus client on the PLC's port, map decoded with modbus_map."""
-
-    def __init__(self, port: int) -> None:
-        self.client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=1)
-
-    def holding(self, address: int, count: int) -> list[int]:
-        out: list[int] = []
-        while count:
-            chunk = min(count, 120)
-            response = self.client.read_holding_registers(address, count=chunk, device_id=1)
-            assert not response.isError(), response
-            out += response.registers
-            address, count = address + chunk, count - chunk
-        return out
-
-    def coils(self, address: int, count: int) -> list[bool]:
-        response = self.client.read_coils(address, count=count, device_id=1)
-        assert not response.isError(), response
-        return list(response.bits[:count])
-
-    def header(self, camera: int) -> mm.CameraHeader:
-        return mm.CameraHeader.from_registers(self.holding(mm.camera_base(camera), mm.CAMERA_HEADER_SIZE))
-
-    def ring(self, camera: int) -> list[mm.RingEntry]:
-        registers = self.holding(mm.entry_address(camera, 0), mm.RING_SIZE * mm.ENTRY_SIZE)
-        return [mm.RingEntry.from_registers(registers[i * mm.ENTRY_SIZE:(i + 1) * mm.ENTRY_SIZE])
-                for i in range(mm.RING_SIZE)]
-
-    def globals(self) -> mm.GlobalBlock:
-        return mm.GlobalBlock.from_registers(self.holding(0, mm.GLOBAL_BLOCK_SIZE))
-
-    def status(self) -> dict[str, bool]:
-        alive, stop, ready = self.coils(mm.COIL_DAEMON_ALIVE, 3)
-        return {"alive": alive, "stop": stop, "ready": ready}
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def read_log(path: Path) -> list[dict]:
