@@ -36,6 +36,7 @@ from .ports import free_port
 CAMERAS = ("cam0", "cam1")
 DEMO_SIZE = "160"          # model input 160x160, the sample images' own size: quick on 2 cores
 DEMO_EPOCHS = 60
+DEMO_TRAIN_IMAGES = 150
 DEMO_TARGET_FRR = 0.01
 
 
@@ -81,7 +82,7 @@ def prepare_model(args) -> dict:
             p.unlink(missing_ok=True)
     if not (data / "test").is_dir() or args.rebuild:
         step(f"generating labelled sample data in {data}")
-        generate_dataset(data, product="part", n_train=60, n_test_good=40, n_test_defect_per_kind=10,
+        generate_dataset(data, product="part", n_train=DEMO_TRAIN_IMAGES, n_test_good=40, n_test_defect_per_kind=10,
                          size=(160, 160), color=True, seed=7, overwrite=True)
     if not (calib / "test" / "good").is_dir() or args.rebuild:  # good parts the model never saw
         generate_dataset(calib, product="part", n_train=1, n_test_good=80, n_test_defect_per_kind=1,
