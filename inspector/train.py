@@ -115,17 +115,18 @@ def run(args) -> int:
     seed_everything(args.seed)
     out = Path(args.out)
     start_epoch, history = 0, []
+    teacher_weights = args.teacher_weights
     if args.resume and out.exists():
         ckpt = load_checkpoint(out)
-        model = build_model(ckpt, teacher_weights=args.teacher_weights or ckpt["train"].get("teacher_weights"),
-                            path=out)
+        teacher_weights = teacher_weights or ckpt["train"].get("teacher_weights")
+        model = build_model(ckpt, teacher_weights=teacher_weights, path=out)
         start_epoch, history = int(ckpt["epoch"]), list(ckpt["train"].get("history", []))
         cfg = model.cfg
         log.info("resuming %s at epoch %d of %d", out, start_epoch, args.epochs)
     else:
         cfg = make_config(args)
         kwargs = {"taps": cfg.taps} if cfg.backbone == "efficientnet_lite0" else {}
-        model = ReverseDistillation(create_teacher(cfg.backbone, args.teacher_weights, **kwargs), cfg)
+        model = ReverseDistillation(create_teacher(cfg.backbone, teacher_weights, **kwargs), cfg)
     model.to(args.device)
     opt = torch.optim.Adam(model.student.parameters(), lr=args.lr, betas=(0.5, 0.999))
     if start_epoch:
@@ -144,7 +145,7 @@ def run(args) -> int:
 
     train_info = {"data": str(Path(args.data).resolve()), "n_images": len(kept), "skipped": len(skips),
                   "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-                  "teacher_weights": str(args.teacher_weights) if args.teacher_weights else None,
+                  "teacher_weights": str(teacher_weights) if teacher_weights else None,
                   "history": history}
     total = max(0, args.epochs - start_epoch) * len(kept)
     bar = tqdm(total=total, unit="img", desc="train", disable=args.no_progress, dynamic_ncols=True)
