@@ -43,6 +43,8 @@ def test_bench_model_runs_torch_and_onnxruntime_side_by_side(tiny_model, tmp_pat
 
     rows = {(r["backend"], r["batch"]): r for r in report["results"]}
     assert {("torch", 1), ("torch", 2), ("onnxruntime", 1), ("onnxruntime", 2)} <= set(rows)
+    assert (report["backend"], report["batch"]) == ("onnxruntime", 2)  # headline: engine, largest batch
+    assert report["images_per_s"] == rows[("onnxruntime", 2)]["images_per_s"]
     for row in rows.values():
         _check_row(row)
         assert row["image_size"] == [64, 64] and row["iters"] == 3
@@ -83,6 +85,9 @@ def test_bench_engine_onnxruntime_only(tiny_engine, tmp_path):
     _check_row(row)
     assert row["threads"] == 1 and row["precision"] == "fp32" and row["engine"] == str(tiny_engine)
     assert report["speedup"] == {} and report["breakdown"] == []
+    # the headline keys sit at the top level too, and here they are the one row's
+    assert {k: report[k] for k in ("backend", "batch", "images_per_s", "latency_ms_p50", "latency_ms_p99")} == \
+        {k: row[k] for k in ("backend", "batch", "images_per_s", "latency_ms_p50", "latency_ms_p99")}
 
 
 def test_bench_warns_loudly_about_an_untrained_checkpoint(tiny_model, tmp_path):
