@@ -188,8 +188,9 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> str:
     return out or ""
 
 
-def last_json_line(text: str) -> dict:
-    for line in reversed(text.strip().splitlines()):
+def last_json_line(text: str | None) -> dict:
+    """The last line of a process's output that is a JSON object (its summary), or {}."""
+    for line in reversed((text or "").strip().splitlines()):
         try:
             obj = json.loads(line)
             if isinstance(obj, dict):

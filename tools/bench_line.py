@@ -93,6 +93,7 @@ from pymodbus.client import ModbusTcpClient  # noqa: E402
 from inspector import modbus_map as mm  # noqa: E402
 from inspector.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, WireError, decode_message  # noqa: E402
 from inspector.ports import free_port
+from inspector.demo import last_json_line  # noqa: E402
 
 QUICK = {"cameras": [1, 2], "fps": [10.0], "seconds": 1.5, "engine_iters": 5}
 READY_TIMEOUT_S = 120.0   # daemon engine load + warm-up on a busy machine
@@ -359,17 +360,6 @@ class Processes:
                 self.stop(name, timeout=10)
             except Exception:  # keep going: nothing may outlive the benchmark
                 pass
-
-
-def last_json_line(text: str) -> dict:
-    for line in reversed((text or "").strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return {}
 
 
 class VerdictCollector:
