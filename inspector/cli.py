@@ -20,21 +20,21 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("inspector.train", "train a Reverse Distillation model on good parts"),
-    "eval": ("inspector.evaluate", "evaluate a model on an MVTec AD-layout test set"),
-    "score": ("inspector.score", "score images and write heatmap overlays"),
+    "train": ("inspector.model.train", "train a Reverse Distillation model on good parts"),
+    "eval": ("inspector.evaluation.evaluate", "evaluate a model on an MVTec AD-layout test set"),
+    "score": ("inspector.evaluation.score", "score images and write heatmap overlays"),
     "export": ("inspector.engine.export", "export a trained model to an ONNX engine + manifest"),
-    "bench": ("inspector.bench", "benchmark engines: images/s and latency"),
-    "calibrate": ("inspector.calibrate", "set thresholds from good parts"),
-    "grab": ("inspector.grabber", "run one camera grabber: source -> ZeroMQ PUSH"),
-    "serve": ("inspector.daemon", "run the inspector daemon"),
-    "gateway": ("inspector.gateway", "drive a PLC (Modbus TCP) from the daemon's verdicts"),
-    "plc-sim": ("inspector.plc_sim", "run a simulated Modbus TCP PLC"),
-    "record": ("inspector.record", "record a frame stream (or an MVTec folder) to an MCAP file"),
-    "replay": ("inspector.replay", "push a recording to a daemon as the original cameras"),
-    "validate": ("inspector.validate", "run a labelled recording through the daemon path and report"),
+    "bench": ("inspector.evaluation.bench", "benchmark engines: images/s and latency"),
+    "calibrate": ("inspector.calibration.calibrate", "set thresholds from good parts"),
+    "grab": ("inspector.line.grabber", "run one camera grabber: source -> ZeroMQ PUSH"),
+    "serve": ("inspector.line.daemon", "run the inspector daemon"),
+    "gateway": ("inspector.plc.gateway", "drive a PLC (Modbus TCP) from the daemon's verdicts"),
+    "plc-sim": ("inspector.plc.plc_sim", "run a simulated Modbus TCP PLC"),
+    "record": ("inspector.recordings.record", "record a frame stream (or an MVTec folder) to an MCAP file"),
+    "replay": ("inspector.recordings.replay", "push a recording to a daemon as the original cameras"),
+    "validate": ("inspector.recordings.validate", "run a labelled recording through the daemon path and report"),
     "demo": ("inspector.demo", "run the whole line locally with embedded defaults"),
-    "synth": ("inspector.synthetic", "write a synthetic MVTec AD-layout defect data set"),
+    "synth": ("inspector.model.synthetic", "write a synthetic MVTec AD-layout defect data set"),
 }
 
 

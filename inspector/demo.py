@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from .wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, Verdict, WireError, decode_message
-from .ports import free_port
+from .line.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, Verdict, WireError, decode_message
+from .core.ports import free_port
 
 CAMERAS = ("cam0", "cam1")
 DEMO_SIZE = "160"          # model input 160x160, the sample images' own size: quick on 2 cores
@@ -70,7 +70,7 @@ def run_step(*args: str) -> None:
 # --------------------------------------------------------------------------- model preparation
 def prepare_model(args) -> dict:
     """Sample data, model, engine and calibration profile (cached). Returns their paths."""
-    from .synthetic import generate_dataset
+    from .model.synthetic import generate_dataset
 
     work = Path(args.workdir)
     data, calib = work / "data", work / "calib"
@@ -202,7 +202,7 @@ def last_json_line(text: str | None) -> dict:
 
 def plc_counts(sim) -> dict:
     """Per-camera OK/REJECT/FAULT counters read back from the PLC's registers."""
-    from .modbus_map import CameraHeader, camera_base
+    from .plc.modbus_map import CameraHeader, camera_base
     out = {}
     for i, cam in enumerate(CAMERAS):
         h = CameraHeader.from_registers(sim.read_holding(camera_base(i), CameraHeader.SIZE))
@@ -212,7 +212,7 @@ def plc_counts(sim) -> dict:
 
 
 def run_line(args, artifacts: dict) -> dict:
-    from .plc_sim import start_sim_in_thread
+    from .plc.plc_sim import start_sim_in_thread
 
     work = Path(args.workdir)
     logs = work / "logs"

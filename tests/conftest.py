@@ -50,7 +50,7 @@ def tiny_engine(tiny_model, tmp_path_factory) -> Path:
 
 
 def free_port() -> int:
-    from inspector.ports import free_port as _free_port
+    from inspector.core.ports import free_port as _free_port
     return _free_port()
 
 
@@ -69,7 +69,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
 
 class PlcClient:
     """What a PLC programmer sees: a pymodbus client on the PLC's port, the register map decoded
-    with inspector.modbus_map (shared by the gateway and whole-line tests)."""
+    with inspector.plc.modbus_map (shared by the gateway and whole-line tests)."""
 
     def __init__(self, port: int) -> None:
         from pymodbus.client import ModbusTcpClient
@@ -94,25 +94,25 @@ class PlcClient:
         assert not self.client.write_coil(address, value, device_id=1).isError()
 
     def header(self, camera: int):
-        from inspector import modbus_map as mm
+        from inspector.plc import modbus_map as mm
         return mm.CameraHeader.from_registers(self.holding(mm.camera_base(camera), mm.CAMERA_HEADER_SIZE))
 
     def globals(self):
-        from inspector import modbus_map as mm
+        from inspector.plc import modbus_map as mm
         return mm.GlobalBlock.from_registers(self.holding(0, mm.GLOBAL_BLOCK_SIZE))
 
     def entry(self, camera: int, slot: int):
-        from inspector import modbus_map as mm
+        from inspector.plc import modbus_map as mm
         return mm.RingEntry.from_registers(self.holding(mm.entry_address(camera, slot), mm.ENTRY_SIZE))
 
     def ring(self, camera: int) -> list:
-        from inspector import modbus_map as mm
+        from inspector.plc import modbus_map as mm
         registers = self.holding(mm.entry_address(camera, 0), mm.RING_SIZE * mm.ENTRY_SIZE)
         return [mm.RingEntry.from_registers(registers[i * mm.ENTRY_SIZE:(i + 1) * mm.ENTRY_SIZE])
                 for i in range(mm.RING_SIZE)]
 
     def status(self) -> dict[str, bool]:
-        from inspector import modbus_map as mm
+        from inspector.plc import modbus_map as mm
         alive, stop, ready = self.coils(mm.COIL_DAEMON_ALIVE, 3)
         return {"alive": alive, "stop": stop, "ready": ready}
 

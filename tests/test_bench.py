@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from inspector.bench import BREAKDOWN_PARTS, ROW_KEYS, BenchError, parse_batches, speedups, summarize
+from inspector.evaluation.bench import BREAKDOWN_PARTS, ROW_KEYS, BenchError, parse_batches, speedups, summarize
 
 from conftest import REPO, run_cli
 

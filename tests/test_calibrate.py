@@ -1,5 +1,5 @@
 """`inspector calibrate` and calibration profiles: real CLI runs on the tiny model / engine of the
-session fixtures, with extra good parts rendered by inspector.synthetic (another seed than the
+session fixtures, with extra good parts rendered by inspector.model.synthetic (another seed than the
 fixture's training set, so the model never saw them)."""
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from inspector import thresholds as th
-from inspector.calibrate import (CalibrationError, cv_folds, resolve_defect_images, resolve_good_images,
-                                 score_images)
-from inspector.data import DatasetError
+from inspector.calibration import thresholds as th
+from inspector.calibration.calibrate import (CalibrationError, cv_folds, resolve_defect_images, resolve_good_images,
+                                             score_images)
+from inspector.model.data import DatasetError
 from inspector.engine import open_engine
 from inspector.engine.manifest import read_manifest, sha256_file
-from inspector.profile import (FORMAT, ProfileError, check_profile_matches, engine_identity, load_profile,
-                               profile_from_dict, save_profile)
-from inspector.synthetic import make_normal
+from inspector.judge.profile import (FORMAT, ProfileError, check_profile_matches, engine_identity, load_profile,
+                                     profile_from_dict, save_profile)
+from inspector.model.synthetic import make_normal
 
 N_GOOD = 30
 TARGET = 0.05

@@ -30,12 +30,12 @@ import numpy as np
 import pytest
 import zmq
 
-from inspector import wire
-from inspector.config import config_from_dict, load_config
-from inspector.daemon import Daemon
+from inspector.line import wire
+from inspector.line.config import config_from_dict, load_config
+from inspector.line.daemon import Daemon
 from inspector.engine import EngineResult, open_engine
-from inspector.profile import save_profile
-from inspector.thresholds import largest_region_areas
+from inspector.judge.profile import save_profile
+from inspector.judge.regions import largest_region_areas
 from conftest import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -253,7 +253,8 @@ def stop(proc: subprocess.Popen, timeout: float = 20.0) -> dict:
 
 # ------------------------------------------------------------------------------------------ tests
 def test_daemon_modules_never_import_torch():
-    code = ("import sys, inspector.daemon, inspector.config, inspector.batching, inspector.verdict, inspector.health; "
+    code = ("import sys, inspector.line.daemon, inspector.line.config, inspector.line.batching, "
+            "inspector.judge.verdict, inspector.line.health; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

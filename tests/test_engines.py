@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from inspector.data import load_prepared
-from inspector.data import test_samples as list_test_samples
+from inspector.model.data import load_prepared
+from inspector.model.data import test_samples as list_test_samples
 from inspector.engine import EngineError, open_engine
 from inspector.engine.manifest import read_manifest
-from inspector.metrics import image_auroc
+from inspector.evaluation.metrics import image_auroc
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from inspector import modbus_map as mm
-from inspector.gateway import parse_cameras, parse_plc_target
-from inspector.plc_sim import start_sim_in_thread
-from inspector.wire import Heartbeat, Verdict, encode_heartbeat, encode_verdict
+from inspector.plc import modbus_map as mm
+from inspector.plc.gateway import parse_cameras, parse_plc_target
+from inspector.plc.plc_sim import start_sim_in_thread
+from inspector.line.wire import Heartbeat, Verdict, encode_heartbeat, encode_verdict
 from conftest import free_port, wait_until
 from conftest import PlcClient as Plc
 
@@ -83,7 +83,7 @@ class Daemon:
 
 
 def expected_entry(v: Verdict, tag: int) -> mm.RingEntry:
-    """The documented encoding, written out independently of inspector.gateway."""
+    """The documented encoding, written out independently of inspector.plc.gateway."""
     numeric = v.part_id.isascii() and v.part_id.isdigit() and 0 < len(v.part_id) <= 10 and int(v.part_id) < 2**32
     part = int(v.part_id) if numeric else zlib.crc32(v.part_id.encode())
     flags = 0 if numeric else 1

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import zmq
 
-from inspector.grabber import Pacer, fit_wire_str, run_grabber
-from inspector.sources import (
+from inspector.line.grabber import Pacer, fit_wire_str, run_grabber
+from inspector.line.sources import (
     LiveCaptureSource, SourceError, UnsupportedImageError, convert_genicam, genicam_simulator_cti,
     interleave_kinds, normalize_image, open_source, redact_url,
 )
-from inspector.wire import MAX_STR, recv_frame
+from inspector.line.wire import MAX_STR, recv_frame
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 32, 48

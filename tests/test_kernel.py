@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from inspector.anomaly_map import MapHead
+from inspector.core.map_head import MapHead
 from inspector.engine import cuda_head as ch
 
 

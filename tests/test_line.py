@@ -5,7 +5,7 @@
     test's own PUSH (cam2) -+   (tiny ONNX engine, calibrated)
 
 Everything is checked where the line ends: in the PLC. A pymodbus client reads the holding
-registers and coils (decoded with ``inspector.modbus_map``) and the simulated PLC's write log is
+registers and coils (decoded with ``inspector.plc.modbus_map``) and the simulated PLC's write log is
 read back. Checks:
 
 * every frame sent (grabber summaries + the frames this test injects) has exactly one verdict at
@@ -46,12 +46,12 @@ import numpy as np
 import pytest
 import zmq
 
-from inspector import modbus_map as mm
-from inspector import wire
+from inspector.plc import modbus_map as mm
+from inspector.line import wire
 from inspector.engine import open_engine
-from inspector.profile import load_profile
-from inspector.sources import mvtec_source
-from inspector.synthetic import make_normal
+from inspector.judge.profile import load_profile
+from inspector.line.sources import mvtec_source
+from inspector.model.synthetic import make_normal
 
 from conftest import REPO, run_cli
 from conftest import free_port, wait_until

@@ -1,4 +1,4 @@
-"""Tests of inspector.metrics against brute-force reference implementations written here."""
+"""Tests of inspector.evaluation.metrics against brute-force reference implementations written here."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from inspector import metrics
+from inspector.evaluation import metrics
 
 # --------------------------------------------------------------------------------------------
 # brute-force references (deliberately naive, independent of the module's code paths)

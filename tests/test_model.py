@@ -8,9 +8,9 @@ import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
-from inspector.anomaly_map import MapHead, bilinear_matrix, gaussian_taps
-from inspector.model import RDConfig, ReverseDistillation, cosine_maps, rd_loss
-from inspector.teachers import TeacherWeightsError, create_teacher
+from inspector.core.map_head import MapHead, bilinear_matrix, gaussian_taps
+from inspector.model.network import RDConfig, ReverseDistillation, cosine_maps, rd_loss
+from inspector.model.teachers import TeacherWeightsError, create_teacher
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Tests for MCAP recordings: inspector.recording (format), inspector.record (`inspector record`)
-and inspector.replay (`inspector replay`), with real files, real sockets and real processes."""
+"""Tests for MCAP recordings: inspector.recordings.recording (format), inspector.recordings.record (`inspector record`)
+and inspector.recordings.replay (`inspector replay`), with real files, real sockets and real processes."""
 
 from __future__ import annotations
 
@@ -24,16 +24,16 @@ from mcap.records import Chunk
 from mcap.stream_reader import StreamReader
 from mcap.writer import Writer
 
-from inspector import wire
-from inspector.recording import (
+from inspector.line import wire
+from inspector.recordings.recording import (
     RecordingError,
     RecordingWriter,
     frame_topic,
     open_recording,
     record_from_folder,
 )
-from inspector.replay import ReplayError, replay
-from inspector.wire import FrameHeader, Verdict, WireError
+from inspector.recordings.replay import ReplayError, replay
+from inspector.line.wire import FrameHeader, Verdict, WireError
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 15.0
@@ -257,7 +257,7 @@ def test_truncated_files_yield_exactly_the_complete_chunks(tmp_path: Path, caplo
         path = tmp_path / f"cut_{cut}.mcap"
         path.write_bytes(data[:cut])
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="inspector.recording"):
+        with caplog.at_level(logging.WARNING, logger="inspector.recordings.recording"):
             recording = open_recording(path)
             assert recording.truncated is True
             seqs = [f.header.seq for f in recording.iter_frames()]
@@ -270,8 +270,8 @@ def test_truncated_files_yield_exactly_the_complete_chunks(tmp_path: Path, caplo
 
 CRASHING_WRITER = """
 import sys, time, numpy as np
-from inspector.recording import RecordingWriter
-from inspector.wire import FrameHeader
+from inspector.recordings.recording import RecordingWriter
+from inspector.line.wire import FrameHeader
 rng = np.random.default_rng(0)
 w = RecordingWriter(sys.argv[1], chunk_size=1 << 30, flush_interval_s=3600)
 for seq in range(25):

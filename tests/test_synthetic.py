@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector import synthetic
+from inspector.model import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 

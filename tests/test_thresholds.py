@@ -1,4 +1,4 @@
-"""Tests for inspector.thresholds: thresholds from good parts, CV FRR estimates, separation,
+"""Tests for inspector.calibration.thresholds: thresholds from good parts, CV FRR estimates, separation,
 pixel / region rules. Scores are drawn from known distributions so the TRUE false-reject rate of
 a threshold is the distribution's survival function."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from inspector import thresholds as th
+from inspector.calibration import thresholds as th
 
 DISTRIBUTIONS = {
     "gamma": stats.gamma(2.0),

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import run_cli
-from inspector.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from inspector.data import DatasetError, load_prepared, read_image, read_mask, train_samples
-from inspector.data import test_samples as list_test_samples
-from inspector.preprocess import parse_image_size, prepare
+from inspector.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from inspector.model.data import DatasetError, load_prepared, read_image, read_mask, train_samples
+from inspector.model.data import test_samples as list_test_samples
+from inspector.core.preprocess import parse_image_size, prepare
 
 
 # ------------------------------------------------------------------ data

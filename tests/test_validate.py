@@ -24,17 +24,17 @@ import pytest
 import zmq
 
 from conftest import REPO, run_cli
-import inspector.validate as validate_module
-from inspector import wire
-from inspector.config import config_from_dict
+import inspector.recordings.validate as validate_module
+from inspector.line import wire
+from inspector.line.config import config_from_dict
 from inspector.engine import open_engine
-from inspector.metrics import image_auroc
-from inspector.profile import load_profile, save_profile
-from inspector.recording import RecordingError, RecordingWriter, open_recording
-from inspector.replay import replay
-from inspector.synthetic import make_normal
-from inspector.validate import (ExpectedFrame, ValidationError, _Collector, add_arguments, dump_toml, exit_status,
-                                format_table, spec_from_engine, specs_from_args, summarise, validate)
+from inspector.evaluation.metrics import image_auroc
+from inspector.judge.profile import load_profile, save_profile
+from inspector.recordings.recording import RecordingError, RecordingWriter, open_recording
+from inspector.recordings.replay import replay
+from inspector.model.synthetic import make_normal
+from inspector.recordings.validate import (ExpectedFrame, ValidationError, _Collector, add_arguments, dump_toml, exit_status,
+                                           format_table, spec_from_engine, specs_from_args, summarise, validate)
 from conftest import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(120)

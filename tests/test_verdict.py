@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from inspector.batching import EngineTimeEstimate, MicroBatcher
-from inspector.daemon import SequenceTracker
-from inspector.verdict import REASON_DECISIONS, apply_deadline, decide, effective_deadline_ns, finite_or_none
-from inspector.wire import REASON_CODES
+from inspector.line.batching import EngineTimeEstimate, MicroBatcher
+from inspector.line.daemon import SequenceTracker
+from inspector.judge.verdict import REASON_DECISIONS, apply_deadline, decide, effective_deadline_ns, finite_or_none
+from inspector.line.wire import REASON_CODES
 
 pytestmark = pytest.mark.timeout(30)
 

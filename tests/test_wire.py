@@ -1,4 +1,4 @@
-"""Tests for inspector.wire: frames, taps, verdicts and heartbeats over real ZeroMQ sockets,
+"""Tests for inspector.line.wire: frames, taps, verdicts and heartbeats over real ZeroMQ sockets,
 strict validation of every malformed case, and a seeded fuzz loop."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import zmq
 
-from inspector import wire
-from inspector.wire import FrameHeader, Heartbeat, Verdict, WireError
+from inspector.line import wire
+from inspector.line.wire import FrameHeader, Heartbeat, Verdict, WireError
 
 RECV_TIMEOUT_MS = 5000
 

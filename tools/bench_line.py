@@ -90,9 +90,9 @@ if str(REPO) not in sys.path:  # `python tools/bench_line.py` from a checkout
 import zmq  # noqa: E402
 from pymodbus.client import ModbusTcpClient  # noqa: E402
 
-from inspector import modbus_map as mm  # noqa: E402
-from inspector.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, WireError, decode_message  # noqa: E402
-from inspector.ports import free_port
+from inspector.plc import modbus_map as mm  # noqa: E402
+from inspector.line.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, WireError, decode_message  # noqa: E402
+from inspector.core.ports import free_port
 from inspector.demo import last_json_line  # noqa: E402
 
 QUICK = {"cameras": [1, 2], "fps": [10.0], "seconds": 1.5, "engine_iters": 5}
@@ -238,7 +238,7 @@ def percentile(values, q: float) -> float | None:
 
 def line_images(data: Path, count: int) -> tuple[list[np.ndarray], list[str]]:
     """The first ``count`` images the grabbers send (repeated when the folder has fewer)."""
-    from inspector.sources import open_source
+    from inspector.line.sources import open_source
 
     source = open_source(grab_source(data), loop=True)
     try:
@@ -258,7 +258,7 @@ def bench_engine(engine_path: Path, data: Path, threads: int, max_batch: int, wa
     line's own images prepared once (``prepare_batch``), then ``infer_prepared`` timed (3 untimed
     calls first); ``iters`` batches of ``max_batch``, ``2 x iters`` single images."""
     from inspector.engine import open_engine
-    from inspector.preprocess import prepare_batch
+    from inspector.core.preprocess import prepare_batch
 
     engine = open_engine("onnxruntime", str(engine_path), threads=threads or None, max_batch=max_batch)
     h, w = engine.image_size
@@ -730,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir = args.workdir.resolve()
     machine = machine_info()
     artifacts = prepare_artifacts(args)
-    from inspector.profile import load_profile
+    from inspector.judge.profile import load_profile
     want_maps = load_profile(artifacts["calibration"]).has_region_rule
     say(f"measuring the engine alone ({args.engine_iters} batches of {args.max_batch}, then batch 1)")
     engine = bench_engine(Path(artifacts["engine"]), Path(artifacts["data"]), args.threads, args.max_batch, want_maps,

@@ -47,7 +47,7 @@ from typing import Callable
 import numpy as np
 import zmq
 
-from inspector.wire import FrameHeader, WireError, recv_frame, send_frame
+from inspector.line.wire import FrameHeader, WireError, recv_frame, send_frame
 
 SIZES: dict[str, tuple[int, int]] = {"1mp": (1024, 1024), "5mp": (2048, 2448)}  # name -> (H, W)
 FORMATS: dict[str, int] = {"mono8": 1, "bgr8": 3}  # pixel format -> channels

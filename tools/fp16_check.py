@@ -25,10 +25,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from inspector.data import load_prepared, test_samples  # noqa: E402
+from inspector.model.data import load_prepared, test_samples  # noqa: E402
 from inspector.engine import open_engine  # noqa: E402
-from inspector.metrics import image_auroc  # noqa: E402
-from inspector.thresholds import separation_report  # noqa: E402
+from inspector.evaluation.metrics import image_auroc  # noqa: E402
+from inspector.calibration.thresholds import separation_report  # noqa: E402
 
 
 def export(model: str, out: Path, fp16: bool) -> None:

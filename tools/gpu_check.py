@@ -74,7 +74,7 @@ def _try_import(name: str):
 
 
 def ensure_cv2_importable(report: Report) -> str | None:
-    """inspector.engine imports inspector.preprocess, which imports cv2 at module level. When OpenCV is
+    """inspector.engine imports inspector.core.preprocess, which imports cv2 at module level. When OpenCV is
     missing here, put a stub on the path (nothing in these checks resizes images) and say so."""
     if importlib.util.find_spec("cv2") is not None:
         return None
@@ -146,7 +146,7 @@ def run_pytest(report: Report, stub_dir: str | None, timeout: int) -> None:
 
 def reference64(np, H: int, W: int, shapes, maps):
     """float64 operator reference (same maths as MapHead, no float32 rounding)."""
-    from inspector.anomaly_map import bilinear_matrix, gaussian_matrix
+    from inspector.core.map_head import bilinear_matrix, gaussian_matrix
     gh, gw = gaussian_matrix(H), gaussian_matrix(W)
     full = 0.0
     for (h, w), m in zip(shapes, maps):
@@ -233,7 +233,7 @@ def check_kernel(report: Report, quick: bool) -> None:
 
 def _kernel_errors(head, H: int, W: int, shapes) -> dict:
     import numpy as np
-    from inspector.anomaly_map import MapHead
+    from inspector.core.map_head import MapHead
     rng = np.random.default_rng(H * 10_000 + W)
     cpu = MapHead((H, W), shapes)
     worst = {"score_abs": 0.0, "score_rel": 0.0, "map_abs": 0.0, "map_rel": 0.0, "vs_maphead_rel": 0.0}
@@ -285,7 +285,7 @@ def random_teacher(torch, channels=(32, 64, 128)):
     pretrained teacher can be loaded here; fine for measuring FP16 rounding, not for accuracy)."""
     from torch import nn
 
-    from inspector.teachers import FeatureInfo
+    from inspector.model.teachers import FeatureInfo
 
     def block(cin, cout):
         return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -325,15 +325,15 @@ def get_model(report: Report, args):
     torch.backends.cudnn.allow_tf32 = False
     if args.model:
         try:
-            from inspector.checkpoint import load_model
+            from inspector.model.checkpoint import load_model
             model, _ = load_model(args.model, teacher_weights=args.teacher_weights)
             return model.to(args.device).eval(), f"checkpoint {args.model}"
         except Exception as exc:
             report.add("model", args.model, "SKIP", f"cannot load ({type(exc).__name__}: {exc}); training one here")
-    from inspector.model import RDConfig, ReverseDistillation, rd_loss
+    from inspector.model.network import RDConfig, ReverseDistillation, rd_loss
     H = W = args.model_size
     try:
-        from inspector.teachers import create_teacher
+        from inspector.model.teachers import create_teacher
         teacher, what = create_teacher("efficientnet_lite0"), "efficientnet_lite0 teacher (ImageNet)"
         cfg = RDConfig(image_size=(H, W), fuse_channels=192, embed_channels=512)
     except Exception as exc:
@@ -366,7 +366,7 @@ def _auroc(np, good, bad) -> float:
 def check_fp16(report: Report, model, desc: str, args) -> None:
     import numpy as np
     import torch
-    from inspector.anomaly_map import MapHead
+    from inspector.core.map_head import MapHead
     H, W = model.cfg.image_size
     strides = tuple(model.teacher.feature_info.strides)
     head = MapHead((H, W), [(H // s, W // s) for s in strides])
@@ -481,7 +481,7 @@ def _percentiles(np, lat_s):
 
 def bench_head(report: Report, args) -> None:
     import numpy as np
-    from inspector.anomaly_map import MapHead
+    from inspector.core.map_head import MapHead
     rows = []
     for W, H in ((256, 256), (768, 320)):
         shapes = [(H // s, W // s) for s in (4, 8, 16)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from inspector import synthetic
+from inspector.model import synthetic
 
 
 def main(argv: list[str] | None = None) -> int:

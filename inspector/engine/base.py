@@ -2,12 +2,12 @@
 
 Input: a list of camera images, each ``numpy.uint8`` H x W x C (C = 1 mono8, C = 3 bgr8 or rgb8,
 as ``pixel_formats`` says; sizes may differ), or an already prepared batch ``uint8 N x h x w x 3
-RGB`` at the model's size. Pre-processing (:func:`inspector.preprocess.prepare`) is part of the
+RGB`` at the model's size. Pre-processing (:func:`inspector.core.preprocess.prepare`) is part of the
 engine and defined once. Output: :class:`EngineResult` with float32 scores (N,) and, on request,
 float32 anomaly maps N x h x w at the model's input size.
 
 Backends implement only :meth:`Engine.scale_maps` (prepared batch -> three per-scale 1 - cos maps);
-the map head (upsample + sum + blur + max) is :class:`inspector.anomaly_map.MapHead` on the CPU, or a
+the map head (upsample + sum + blur + max) is :class:`inspector.core.map_head.MapHead` on the CPU, or a
 GPU kernel in backends that have one (:meth:`Engine.head`).
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..anomaly_map import MapHead
-from ..preprocess import prepare_batch
+from ..core.map_head import MapHead
+from ..core.preprocess import prepare_batch
 
 
 class EngineError(RuntimeError):

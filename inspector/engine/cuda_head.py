@@ -1,7 +1,7 @@
 """The anomaly-map head on the GPU: the CUDA kernel in ``upsample_max.cu``, its host side, and a numpy
 emulator of the kernel's exact indexing and arithmetic.
 
-The head is the exact re-association of :class:`inspector.anomaly_map.MapHead` (read its docstring):
+The head is the exact re-association of :class:`inspector.core.map_head.MapHead` (read its docstring):
 ``full[n] = sum_s L_s @ m_s[n] @ R_s^T``. The operators are the very matrices MapHead builds (float32),
 concatenated over the scales and uploaded once:
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..anomaly_map import SIGMA, TRUNCATE, MapHead
+from ..core.map_head import SIGMA, TRUNCATE, MapHead
 
 KERNEL_PATH = Path(__file__).with_name("upsample_max.cu")
 # Tile constants, passed to NVRTC as macros (the .cu carries the same defaults; a test checks them).

@@ -43,8 +43,8 @@ def export_onnx(model_path: str | Path, out: str | Path, *, fp16: bool = False, 
     import onnx
     import torch
 
-    from ..checkpoint import load_model
-    from ..model import CosineMapsModule, HalfCosineMapsModule
+    from ..model.checkpoint import load_model
+    from ..model.network import CosineMapsModule, HalfCosineMapsModule
 
     model, ckpt = load_model(model_path, teacher_weights=teacher_weights)
     wrapper = (HalfCosineMapsModule(model) if fp16 else CosineMapsModule(model)).eval()

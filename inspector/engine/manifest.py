@@ -21,9 +21,10 @@ they carry no manifest of their own (see :mod:`inspector.engine.tensorrt_engine`
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
+
+from ..core.hashing import sha256_file
 
 FORMAT = "inspector.engine/1"
 INPUT_NAME = "images"
@@ -32,14 +33,6 @@ OUTPUT_NAMES = ("map_s4", "map_s8", "map_s16")
 
 class ManifestError(ValueError):
     """Missing, malformed or mismatching manifest (or tampered engine file)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def manifest_path(engine_path: str | Path) -> Path:

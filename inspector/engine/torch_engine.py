@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, load_model
+from ..model.checkpoint import CheckpointError, load_model
 from .base import Engine, EngineError
 
 

@@ -1,6 +1,6 @@
 // upsample_max.cu - the anomaly-map head on the GPU: per-scale 1 - cos maps -> full map -> image max.
 //
-// Exact re-association of the reference head (see inspector/anomaly_map.py):
+// Exact re-association of the reference head (see inspector/core/map_head.py):
 //
 //     full[n] = sum_s  L_s @ m_s[n] @ R_s^T      L_s = G_H A_s (H x h_s),  R_s^T = (G_W B_s)^T (w_s x W)
 //

@@ -55,9 +55,10 @@ from mcap.records import Channel, Chunk, DataEnd, Header, Message, Metadata
 from mcap.stream_reader import breakup_chunk
 from mcap.writer import CompressionType, Writer
 
-from inspector import __version__, wire
-from inspector.data import DatasetError, list_images, read_image
-from inspector.wire import FrameHeader, Verdict, WireError
+from inspector import __version__
+from inspector.line import wire
+from inspector.model.data import DatasetError, list_images, read_image
+from inspector.line.wire import FrameHeader, Verdict, WireError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Two threads, one job each:
   daemon heartbeat watchdog, and hands verdicts to the writer;
 * the **writer thread** (``PlcWriter``) owns the only Modbus connection and does all PLC I/O.
 
-The register map and the handshake are in ``inspector/modbus_map.py`` and ``docs/plc.md``.
+The register map and the handshake are in ``inspector/plc/modbus_map.py`` and ``docs/plc.md``.
 Fail-closed rules: the line-stop coil is set while the daemon is not alive or not ready, after
 verdicts were dropped (backlog overflow) or came from an unknown camera (both latched until the
 PLC acknowledges with the fault-reset coil), and as the last write of a gateway that stops.
@@ -37,8 +37,8 @@ import zmq
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from inspector import modbus_map as mm
-from inspector.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, Verdict, WireError, decode_message
+from inspector.plc import modbus_map as mm
+from inspector.line.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, Verdict, WireError, decode_message
 
 log = logging.getLogger(__name__)
 
@@ -878,7 +878,7 @@ def run(args: argparse.Namespace) -> int:
 
     sim = None
     if target.kind == "sim":
-        from inspector.plc_sim import start_sim_in_thread
+        from inspector.plc.plc_sim import start_sim_in_thread
 
         sim = start_sim_in_thread(target.host, target.port)
         target = PlcTarget("modbus", sim.host, sim.port)

@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import DatasetError, read_image
-from .preprocess import prepare
+from ..model.data import DatasetError, read_image
+from ..core.preprocess import prepare
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import load_prepared, test_samples
+from ..model.data import load_prepared, test_samples
 from .metrics import evaluate_set
 
 
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def open_from_args(args):
-    from .engine import open_engine
+    from ..engine import open_engine
     if args.model:
         kw = {"teacher_weights": getattr(args, "teacher_weights", None), "max_batch": args.batch_size}
         return open_engine(args.backend or "torch", args.model, **kw)

@@ -238,7 +238,7 @@ def engine_identity(manifest: dict) -> str:
             return manifest["model_sha256"]
         model = manifest.get("model")
         if model and Path(model).is_file():
-            from .engine.manifest import sha256_file
+            from ..core.hashing import sha256_file
             return sha256_file(model)
     raise ProfileError("cannot identify the engine (its manifest has no engine_sha256 and no readable "
                        "model checkpoint); refusing to judge with an unverified calibration")

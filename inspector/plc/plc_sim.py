@@ -41,7 +41,7 @@ from typing import IO, Any
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from inspector import modbus_map as mm
+from inspector.plc import modbus_map as mm
 
 log = logging.getLogger(__name__)
 

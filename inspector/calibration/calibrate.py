@@ -4,7 +4,7 @@
         [--defects DIR] --target-frr F --out calibration/NAME.json [--camera ID] [--report DIR]
         [--holdout FRACTION] [--seed N] [--skip-bad]
 
-Steps (statistics in :mod:`inspector.thresholds`; method and profile format in docs/calibration.md):
+Steps (statistics in :mod:`inspector.calibration.thresholds`; method and profile format in docs/calibration.md):
 
 1. Score every good part with the engine the daemon will run (same pre-processing, through
    ``Engine.infer`` in chunks) -> float32 scores (N,) and anomaly maps N x h x w.
@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
 from . import thresholds as th
-from .data import GOOD, DatasetError, list_images, read_image
-from .profile import FORMAT, check_profile_matches, engine_identity, profile_from_dict, save_profile
+from ..model.data import GOOD, DatasetError, list_images, read_image
+from ..judge.profile import FORMAT, check_profile_matches, engine_identity, profile_from_dict, save_profile
 
 log = logging.getLogger(__name__)
 
@@ -465,7 +465,7 @@ def _write_heatmaps(out_dir: Path, cal: Calibration, image_size: tuple[int, int]
     above the pixel threshold boxed, white when the region rule counts them as defects (area >=
     min_defect_area), grey when smaller; the score written top left."""
     import cv2
-    from .preprocess import prepare
+    from ..core.preprocess import prepare
 
     thr = cal.fit.threshold
     pixel_thr = cal.profile["thresholds"]["pixel"]
@@ -559,7 +559,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _open_engine(args):
-    from .engine import open_engine
+    from ..engine import open_engine
     if args.model:
         return open_engine(args.backend or "torch", args.model, teacher_weights=args.teacher_weights,
                            max_batch=min(args.batch_size, 8)), args.model

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from .checkpoint import build_model, load_checkpoint, save_checkpoint
 from .data import load_prepared, train_samples
-from .model import RDConfig, ReverseDistillation, rd_loss
-from .preprocess import format_image_size, parse_image_size
+from .network import RDConfig, ReverseDistillation, rd_loss
+from ..core.preprocess import format_image_size, parse_image_size
 from .teachers import DEFAULT_TEACHER, TEACHERS, create_teacher
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ Everything is sized from ``teacher.feature_info`` (channels c1, c2, c3 at stride
   conv, -> c3 @ /16, c2 @ /8, c1 @ /4 (output listed shallow to deep, like the teacher's).
 
 Input to :meth:`ReverseDistillation.forward` and :meth:`cosine_maps`: uint8 N x H x W x 3 RGB (the
-output of :mod:`inspector.preprocess`); the model scales to [0, 1] and normalises with the teacher's
+output of :mod:`inspector.core.preprocess`); the model scales to [0, 1] and normalises with the teacher's
 mean/std inside, so exported engines take the same uint8 input.
 """
 

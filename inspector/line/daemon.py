@@ -12,9 +12,9 @@ Two threads, one job each:
   calibration, deadline already past, overload drop), publishes every verdict and the heartbeats,
   sweeps frames whose deadline can no longer be met, pings the systemd watchdog and handles
   reload / stop requests;
-* the **engine worker** takes batches from the batcher (``inspector.batching``), runs the engine
+* the **engine worker** takes batches from the batcher (``inspector.line.batching``), runs the engine
   (onnxruntime releases the GIL, so receiving goes on meanwhile), judges each frame
-  (``inspector.verdict.decide``) and hands the verdicts to the receive loop through an outbox
+  (``inspector.judge.verdict.decide``) and hands the verdicts to the receive loop through an outbox
   plus an inproc wake-up socket (a ZeroMQ socket is used by one thread only).
 
 Fail closed, exactly one verdict per received frame: every frame the PULL socket delivered is
@@ -49,14 +49,14 @@ import sdnotify
 import zmq
 from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram
 
-from inspector import wire
-from inspector.batching import EngineTimeEstimate, MicroBatcher
-from inspector.config import Config, ConfigError, check_config, load_config, parse_host_port
+from inspector.line import wire
+from inspector.line.batching import EngineTimeEstimate, MicroBatcher
+from inspector.line.config import Config, ConfigError, check_config, load_config, parse_host_port
 from inspector.engine import Engine, EngineError, open_engine
-from inspector.health import HealthServer
-from inspector.profile import CalibrationProfile, ProfileError, check_profile_matches, load_profile
-from inspector.thresholds import largest_region_areas
-from inspector.verdict import FAULT, apply_deadline, decide, decision_for, effective_deadline_ns, finite_or_none
+from inspector.line.health import HealthServer
+from inspector.judge.profile import CalibrationProfile, ProfileError, check_profile_matches, load_profile
+from inspector.judge.regions import largest_region_areas
+from inspector.judge.verdict import FAULT, apply_deadline, decide, decision_for, effective_deadline_ns, finite_or_none
 
 log = logging.getLogger("inspector.daemon")
 

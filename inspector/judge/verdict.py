@@ -1,12 +1,12 @@
 """Score + thresholds -> decision: the verdict step (pure functions, numpy only, no torch).
 
-Decision convention (the same as :mod:`inspector.thresholds` and :mod:`inspector.profile`):
+Decision convention (the same as :mod:`inspector.calibration.thresholds` and :mod:`inspector.judge.profile`):
 
 * image rule: **REJECT when ``score >= image_threshold``** (reason ``score_above_threshold``);
 * region rule (only when both ``region_area`` and ``min_defect_area`` are given): **REJECT when
   ``region_area >= min_defect_area``** (reason ``defect_area``), where ``region_area`` is the area
   in pixels of the largest 8-connected region with ``map >= pixel_threshold``
-  (:func:`inspector.thresholds.largest_region_areas`);
+  (:func:`inspector.judge.regions.largest_region_areas`);
 * otherwise OK (reason ``""``).
 
 Fail closed: a score that is not a finite number (NaN, +-inf, None, not a number) is never

@@ -13,7 +13,7 @@ Two levels of checking:
   (``FILE:LINE [section] key: message``).
 * :func:`check_config` - the schema plus everything the daemon will need at start: engine file and
   manifest readable (the engine hash verified), every calibration profile loads and matches the
-  engine (:func:`inspector.profile.check_profile_matches`). Returns the list of problems (empty =
+  engine (:func:`inspector.judge.profile.check_profile_matches`). Returns the list of problems (empty =
   OK). Never imports torch unless the config asks for the ``torch`` backend.
 """
 
@@ -296,7 +296,7 @@ def engine_manifest(config: Config) -> dict:
 def check_profiles(config: Config, manifest: dict) -> list[str]:
     """Problems with the configured calibration profiles: each must load and match the engine
     (hash, image size, backend, precision, camera). Also a problem: no profile at all."""
-    from inspector.profile import ProfileError, check_profile_matches, load_profile
+    from inspector.judge.profile import ProfileError, check_profile_matches, load_profile
 
     problems = []
     paths = config.profile_paths()

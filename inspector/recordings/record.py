@@ -33,9 +33,9 @@ from typing import Any
 
 import zmq
 
-from inspector import wire
-from inspector.recording import COMPRESSIONS, RecordingWriter, record_from_folder
-from inspector.wire import Verdict, WireError
+from inspector.line import wire
+from inspector.recordings.recording import COMPRESSIONS, RecordingWriter, record_from_folder
+from inspector.line.wire import Verdict, WireError
 
 log = logging.getLogger(__name__)
 

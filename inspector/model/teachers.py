@@ -17,13 +17,14 @@ hub cache, else :class:`TeacherWeightsError` says where to put them.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+
+from ..core.hashing import sha256_file
 
 
 class TeacherWeightsError(FileNotFoundError):
@@ -36,14 +37,6 @@ class FeatureInfo:
 
     channels: tuple[int, int, int]
     strides: tuple[int, int, int] = (4, 8, 16)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Teacher(nn.Module):

@@ -15,7 +15,7 @@ For each configuration (A, and B when a second one is given) this module
    problems before starting anything;
 2. starts ``inspector serve`` as a subprocess, SUBscribes to its verdict PUB and waits (bounded)
    for a heartbeat with ``ready = true``;
-3. replays the recording into the daemon's frame endpoint with :func:`inspector.replay.replay`
+3. replays the recording into the daemon's frame endpoint with :func:`inspector.recordings.replay.replay`
    in-process (as fast as the daemon takes frames by default, or at ``speed`` x the recorded
    timing) and collects verdicts until every replayed frame has one, or ``timeout_s`` after the
    last frame was sent, or the daemon died;
@@ -53,10 +53,10 @@ from typing import Any, Iterable
 import numpy as np
 import zmq
 
-from inspector import wire
-from inspector.config import ConfigError, check_config, config_from_dict, engine_manifest, load_config
-from inspector.metrics import image_auroc
-from inspector.recording import RecordingError, open_recording
+from inspector.line import wire
+from inspector.line.config import ConfigError, check_config, config_from_dict, engine_manifest, load_config
+from inspector.evaluation.metrics import image_auroc
+from inspector.recordings.recording import RecordingError, open_recording
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def dump_toml(config: dict[str, Any]) -> str:
 
 def _scores_only_profile(config: dict[str, Any], out: Path) -> Path:
     """Write a profile for the configured engine whose threshold no score reaches."""
-    from inspector.profile import engine_identity, save_profile
+    from inspector.judge.profile import engine_identity, save_profile
 
     manifest = engine_manifest(config_from_dict(config))
     data = {
@@ -406,8 +406,8 @@ class RunOutcome:
 
 def _replay_in_thread(recording: Path, endpoint: str, box: dict[str, Any], stop: threading.Event,
                       **kwargs: Any) -> threading.Thread:
-    """Run :func:`inspector.replay.replay` in a thread; its summary (or error text) lands in ``box``."""
-    from inspector.replay import replay
+    """Run :func:`inspector.recordings.replay.replay` in a thread; its summary (or error text) lands in ``box``."""
+    from inspector.recordings.replay import replay
 
     def target() -> None:
         try:

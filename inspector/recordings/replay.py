@@ -27,8 +27,8 @@ from typing import Any
 
 import zmq
 
-from inspector import wire
-from inspector.recording import RecordedFrame, open_recording
+from inspector.line import wire
+from inspector.recordings.recording import RecordedFrame, open_recording
 
 log = logging.getLogger(__name__)
 

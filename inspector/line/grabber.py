@@ -1,6 +1,6 @@
 """`inspector grab`: one camera grabber process, frame source -> ZeroMQ PUSH -> daemon.
 
-One process per camera. Each frame goes out as a two-part wire frame (``inspector.wire``) with
+One process per camera. Each frame goes out as a two-part wire frame (``inspector.line.wire``) with
 ``seq`` counting from 0 (+1 per frame sent; no gaps are made here), ``part_id`` = str(part-id-start
 + seq), ``capture_ns`` = ``time.time_ns()`` at grab, ``deadline_ns`` = capture + deadline (0 when
 no deadline is set).
@@ -37,8 +37,8 @@ from typing import Any
 
 import zmq
 
-from inspector.sources import FrameSource, SourceError, SourceFrame, open_source, parse_node_value
-from inspector.wire import MAX_STR, FrameHeader, WireError, encode_header, send_frame
+from inspector.line.sources import FrameSource, SourceError, SourceFrame, open_source, parse_node_value
+from inspector.line.wire import MAX_STR, FrameHeader, WireError, encode_header, send_frame
 
 log = logging.getLogger(__name__)
 

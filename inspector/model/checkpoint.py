@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .model import RDConfig, ReverseDistillation
+from .. import __version__
+from ..core.hashing import sha256_file as file_sha256  # noqa: F401 - its old name here
+from .network import RDConfig, ReverseDistillation
 from .teachers import create_teacher
 
 FORMAT = "inspector.rd/1"
@@ -110,8 +111,3 @@ def load_model(path: str | Path, *, teacher_weights: str | Path | None = None,
     ckpt = load_checkpoint(path)
     return build_model(ckpt, teacher_weights=teacher_weights or ckpt["train"].get("teacher_weights"),
                        expect_image_size=expect_image_size, path=path), ckpt
-
-
-def file_sha256(path: str | Path) -> str:
-    from .teachers import sha256_file
-    return sha256_file(path)

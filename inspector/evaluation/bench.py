@@ -210,7 +210,7 @@ def breakdown_torch(engine, batches: list[int], iters: int, warmup: int) -> list
     """Per-part times of the torch model (see module doc), one entry per batch size."""
     import torch
 
-    from .model import cosine_maps
+    from ..model.network import cosine_maps
 
     model = engine.model
 
@@ -302,7 +302,7 @@ def default_fp_mode(torch_loaded: bool) -> Iterator[None]:
 
 def warn_if_untrained(model_path: str) -> list[str]:
     """Warnings for a checkpoint that was never trained (epoch 0): loud on stderr, returned for JSON."""
-    from .checkpoint import CheckpointError, load_checkpoint
+    from ..model.checkpoint import CheckpointError, load_checkpoint
 
     try:
         epoch = int(load_checkpoint(model_path).get("epoch", 0))
@@ -411,7 +411,7 @@ class _Session:
 
     def onnx_path(self) -> str:
         if self._onnx is None:
-            from .engine.export import export_onnx
+            from ..engine.export import export_onnx
 
             path = self.tmp / "model.onnx"
             started = time.perf_counter()
@@ -423,7 +423,7 @@ class _Session:
         return self._onnx
 
     def open(self, backend: str):
-        from .engine import EngineError, open_engine
+        from ..engine import EngineError, open_engine
 
         max_batch = max(self.batches)
         try:
@@ -524,7 +524,7 @@ def run(args) -> int:
 
 def check_engine_matches(engine_path: str, model_path: str) -> list[str]:
     """A warning when --engine was not exported from --model (the comparison would be between models)."""
-    from .engine.manifest import ManifestError, read_manifest, sha256_file
+    from ..engine.manifest import ManifestError, read_manifest, sha256_file
 
     try:
         manifest = read_manifest(engine_path)
@@ -563,7 +563,7 @@ def print_report(report: dict) -> None:
         print(f"\nWARNING: {warning}")
 
 
-def _cli_main(argv: list[str] | None = None) -> int:  # python -m inspector.bench
+def _cli_main(argv: list[str] | None = None) -> int:  # python -m inspector.evaluation.bench
     parser = argparse.ArgumentParser(prog="inspector bench")
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -1,0 +1,9 @@
+"""Recordings: what the line saw, stored and played back.
+
+The MCAP format (``recording``), ``inspector record`` (``record``), ``inspector replay``
+(``replay``) and ``inspector validate`` (``validate``: a labelled recording through a real daemon
+process, with an A/B comparison of two configurations).
+
+May import: ``inspector.line`` (wire, config), ``inspector.judge``, ``inspector.evaluation.metrics``,
+``inspector.model.data`` and ``inspector.core``.
+"""
