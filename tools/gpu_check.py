@@ -122,7 +122,7 @@ def run_pytest(report: Report, stub_dir: str | None, timeout: int) -> None:
     if importlib.util.find_spec("pytest") is None:
         report.add("pytest", "gpu or tensorrt", "SKIP", "pytest is not installed on this machine")
         return
-    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_*.py")
+    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("test_*.py")
                    if "mark.gpu" in p.read_text() or "mark.tensorrt" in p.read_text())
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([p for p in (stub_dir, str(REPO), env.get("PYTHONPATH")) if p])

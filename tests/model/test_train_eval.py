@@ -15,6 +15,8 @@ from inspector.model.data import DatasetError, load_prepared, read_image, read_m
 from inspector.model.data import test_samples as list_test_samples
 from inspector.core.preprocess import parse_image_size, prepare
 
+pytestmark = pytest.mark.e2e
+
 
 # ------------------------------------------------------------------ data
 def test_image_size_parsing():

@@ -28,12 +28,12 @@ from inspector.line.wire import Heartbeat, Verdict, encode_heartbeat, encode_ver
 from conftest import free_port, wait_until
 from conftest import PlcClient as Plc
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 DECISION = {"OK": 1, "REJECT": 2, "FAULT": 3}
 REASON = {"": 0, "score_above_threshold": 1, "defect_area": 2, "deadline_missed": 3, "decode_error": 4,
           "engine_error": 5, "sequence_gap": 6, "no_calibration": 7, "overload_dropped": 8, "shutdown": 9}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -57,7 +57,7 @@ from conftest import REPO, run_cli
 from conftest import free_port, wait_until
 from conftest import PlcClient as PlcReader
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 GRAB_CAMERAS = ("cam0", "cam1")
 INJECT_CAMERA = "cam2"             # frames this test sends itself (never collides with grabber seqs)

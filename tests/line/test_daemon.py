@@ -38,9 +38,9 @@ from inspector.judge.profile import save_profile
 from inspector.judge.regions import largest_region_areas
 from conftest import free_port, wait_until
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROFILE_FORMAT = "inspector.calibration/1"
 
 

@@ -15,6 +15,8 @@ from inspector.engine import EngineError, open_engine
 from inspector.engine.manifest import read_manifest
 from inspector.evaluation.metrics import image_auroc
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def test_batch(tiny_dataset):

@@ -37,7 +37,7 @@ from inspector.recordings.validate import (ExpectedFrame, ValidationError, _Coll
                                            format_table, spec_from_engine, specs_from_args, summarise, validate)
 from conftest import free_port, wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 LONG_DEADLINE_MS = "60000"  # a loaded 2-core CI box must not turn judgements into deadline FAULTs
 

@@ -25,7 +25,9 @@ from inspector.line.sources import (
 )
 from inspector.line.wire import MAX_STR, recv_frame
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 H, W = 32, 48
 TIMEOUT_S = 15
 

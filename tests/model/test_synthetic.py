@@ -13,7 +13,9 @@ import pytest
 
 from inspector.model import synthetic
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def read(path: Path) -> np.ndarray:

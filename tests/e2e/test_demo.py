@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import run_cli
+
+pytestmark = pytest.mark.e2e
 
 KEYS = ("frames_sent", "verdicts", "verdicts_at_plc", "ok", "reject", "fault", "false_rejects", "escapes",
         "latency_ms_p50", "latency_ms_p99")

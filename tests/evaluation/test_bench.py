@@ -18,6 +18,8 @@ from inspector.evaluation.bench import BREAKDOWN_PARTS, ROW_KEYS, BenchError, pa
 
 from conftest import REPO, run_cli
 
+pytestmark = pytest.mark.e2e
+
 TRANSPORT_TOOL = REPO / "tools" / "bench_transport.py"
 
 

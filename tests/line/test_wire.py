@@ -630,7 +630,7 @@ def test_fuzz_decoders_raise_only_wire_error():
 def test_protocol_doc_example_runs(tmp_path):
     """The Python example in docs/protocol.md runs as written (on an ipc endpoint instead of the
     fixed TCP port)."""
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
     assert blocks, "docs/protocol.md lost its Python example"
     endpoint = _endpoint("ipc", tmp_path)

@@ -20,7 +20,9 @@ from inspector.engine import tensorrt_engine as te
 from inspector.engine.cuda_head import has_cuda_gpu
 from inspector.engine.manifest import FORMAT, OUTPUT_NAMES, sha256_file, write_manifest
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _has_tensorrt() -> bool:
@@ -177,7 +179,7 @@ def test_tensorrt_fp16_stays_close_to_fp32(tiny_model, tiny_engine, tmp_path):
 
 
 def _kernel_test_module():
-    """tests/test_kernel.py, for its fake CUDA runtime and cuda-core (works in any pytest import mode)."""
+    """tests/engine/test_kernel.py, for its fake CUDA runtime and cuda-core (works in any pytest import mode)."""
     if "test_kernel" in sys.modules:
         return sys.modules["test_kernel"]
     spec = importlib.util.spec_from_file_location("_test_kernel_fakes", Path(__file__).with_name("test_kernel.py"))

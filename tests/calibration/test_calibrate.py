@@ -23,6 +23,8 @@ from inspector.judge.profile import (FORMAT, ProfileError, check_profile_matches
                                      profile_from_dict, save_profile)
 from inspector.model.synthetic import make_normal
 
+pytestmark = pytest.mark.e2e
+
 N_GOOD = 30
 TARGET = 0.05
 

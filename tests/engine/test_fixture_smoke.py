@@ -1,6 +1,9 @@
 import numpy as np
+import pytest
 
 from inspector.engine import open_engine
+
+pytestmark = pytest.mark.e2e
 
 
 def test_tiny_engine_scores_like_the_reference(tiny_model, tiny_engine, tiny_dataset):

@@ -35,7 +35,9 @@ from inspector.recordings.recording import (
 from inspector.recordings.replay import ReplayError, replay
 from inspector.line.wire import FrameHeader, Verdict, WireError
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 15.0
 
 
