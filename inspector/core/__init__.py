@@ -5,5 +5,5 @@ per-scale cosine maps -> full map and image score, numpy), image file reading (`
 hashes (``hashing``) and loopback ports (``ports``).
 
 May import: numpy, OpenCV and the standard library; nothing else of ``inspector``. Never torch,
-torchvision, ``inspector.model`` or ``inspector.calibration``.
+torchvision, ``inspector.model`` or ``inspector.calibration`` (``tests/test_architecture.py``).
 """

@@ -4,5 +4,5 @@ Decision rules (``verdict``: OK / REJECT / FAULT with a reason), the region rule
 (``regions``) and calibration profiles (``profile``: load, check against the running engine).
 
 May import: numpy, OpenCV and ``inspector.core``. Never torch, torchvision, ``inspector.model`` or
-``inspector.calibration``: the daemon imports this package.
+``inspector.calibration`` (``tests/test_architecture.py``): the daemon imports this package.
 """

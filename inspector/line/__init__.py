@@ -6,5 +6,5 @@ micro-batching ``batching`` and HTTP health endpoints ``health``).
 
 May import: ``inspector.core``, ``inspector.judge`` and ``inspector.engine`` (whose torch backend
 is imported only when a config asks for it). Never torch, torchvision, ``inspector.model`` or
-``inspector.calibration``.
+``inspector.calibration`` (``tests/test_architecture.py``).
 """
