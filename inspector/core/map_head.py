@@ -70,26 +70,42 @@ def gaussian_matrix(n: int, sigma: float = SIGMA, truncate: float = TRUNCATE) ->
 
 
 class MapHead:
-    """Precomputed operators for one model: image size (H, W) and its per-scale map shapes.
+    """Precomputed operators for one model: the map size (H, W), its per-scale map shapes, and an
+    optional ``crop`` (pixels cut from every side of the result).
 
-    ``maps(scale_maps)`` -> float32 N x H x W; ``scores(scale_maps)`` -> float32 N (max per image).
-    Raises ValueError when the inputs do not have the shapes the head was built for.
+    With ``crop = m`` the per-scale maps cover a reflect-padded image (H x W = inspection size + 2m,
+    :mod:`inspector.core.geometry`) and the head returns only the inspection area, (H - 2m) x
+    (W - 2m): the operators are the rows of the padded ones, so the blur near the image's border
+    reads the padded (reflected) context instead of folding the border back on itself.
+
+    ``maps(scale_maps)`` -> float32 N x out_h x out_w; ``scores(scale_maps)`` -> float32 N (max per
+    image). Raises ValueError when the inputs do not have the shapes the head was built for.
     """
 
     def __init__(self, image_size: tuple[int, int], scale_shapes: list[tuple[int, int]],
-                 sigma: float = SIGMA, truncate: float = TRUNCATE):
+                 sigma: float = SIGMA, truncate: float = TRUNCATE, crop: int = 0):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.scale_shapes = [(int(h), int(w)) for h, w in scale_shapes]
         self.sigma = sigma
+        self.crop = int(crop)
         H, W = self.image_size
+        c = self.crop
+        if c < 0 or 2 * c >= min(H, W):
+            raise ValueError(f"crop {c} does not fit a {W}x{H} (WxH) map")
+        self.out_size = (H - 2 * c, W - 2 * c)
         gh, gw = gaussian_matrix(H, sigma, truncate), gaussian_matrix(W, sigma, truncate)
-        self.left = [np.ascontiguousarray((gh @ bilinear_matrix(H, h)).astype(np.float32)) for h, _ in self.scale_shapes]
-        self.right_t = [np.ascontiguousarray((gw @ bilinear_matrix(W, w)).T.astype(np.float32)) for _, w in self.scale_shapes]
+        self.left = [np.ascontiguousarray((gh @ bilinear_matrix(H, h))[c:H - c].astype(np.float32))
+                     for h, _ in self.scale_shapes]
+        self.right_t = [np.ascontiguousarray((gw @ bilinear_matrix(W, w))[c:W - c].T.astype(np.float32))
+                        for _, w in self.scale_shapes]
 
     @classmethod
-    def for_model(cls, image_size: tuple[int, int], strides: tuple[int, ...] = (4, 8, 16), **kw) -> "MapHead":
-        H, W = image_size
-        return cls(image_size, [(H // s, W // s) for s in strides], **kw)
+    def for_model(cls, image_size: tuple[int, int], strides: tuple[int, ...] = (4, 8, 16), *,
+                  margin: int = 0, **kw) -> "MapHead":
+        """The head of a model inspecting ``image_size`` (H, W) with a reflect ``margin``: per-scale
+        maps of the padded image (H + 2m) / s x (W + 2m) / s in, H x W maps out."""
+        H, W = image_size[0] + 2 * margin, image_size[1] + 2 * margin
+        return cls((H, W), [(H // s, W // s) for s in strides], crop=margin, **kw)
 
     def _check(self, scale_maps: list[np.ndarray]) -> int:
         if len(scale_maps) != len(self.scale_shapes):
@@ -101,10 +117,9 @@ class MapHead:
         return n
 
     def maps(self, scale_maps: list[np.ndarray]) -> np.ndarray:
-        """Full-resolution blurred anomaly maps, float32 N x H x W."""
+        """Full-resolution blurred anomaly maps, float32 N x out_h x out_w."""
         n = self._check(scale_maps)
-        H, W = self.image_size
-        out = np.zeros((n, H, W), dtype=np.float32)
+        out = np.zeros((n, *self.out_size), dtype=np.float32)
         for m, left, right_t in zip(scale_maps, self.left, self.right_t):
             m = np.asarray(m, dtype=np.float32)
             out += np.matmul(left, np.matmul(m, right_t))  # (H x h) @ (N x h x W)

@@ -7,6 +7,15 @@ every engine built from it) casts to float, scales by 1/255 and applies the teac
 its own graph, so no float scaling ever happens outside the model and nothing is guessed.
 
 Resizing: cv2.INTER_AREA when shrinking (anti-aliased), cv2.INTER_LINEAR when enlarging.
+
+Fitting to the inspection size (``fit``, a model property recorded in checkpoints and manifests):
+
+* ``"squash"``: resize to ``H x W`` (the aspect ratio changes when it differs);
+* ``"letterbox"``: keep the aspect ratio, scale to fit inside ``H x W``, centre, and fill the rest by
+  mirroring the image; the filled area is *not valid* (never scored, never in pixel metrics).
+
+A region of interest is a bool mask at the camera image's own size (True = judge); it is fitted
+with the image (nearest neighbour) and combined with the letterbox's valid area.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import cv2
 import numpy as np
 
 PIXEL_FORMATS = ("mono8", "bgr8", "rgb8")
+FITS = ("squash", "letterbox")
 
 
 def parse_image_size(text: str | int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -103,3 +113,66 @@ def resize_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     h, w = size_hw
     m = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
     return m.astype(bool)
+
+
+# ---------------------------------------------------------------------- fitting to the inspection size
+def letterbox_box(shape_hw: tuple[int, int], size_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where a ``shape_hw`` image lands in ``size_hw`` when letterboxed: (top, left, height, width)."""
+    (h, w), (H, W) = shape_hw, size_hw
+    scale = min(H / h, W / w)
+    nh, nw = max(1, min(H, round(h * scale))), max(1, min(W, round(w * scale)))
+    return (H - nh) // 2, (W - nw) // 2, nh, nw
+
+
+def fit_image(image: np.ndarray, size_hw: tuple[int, int], fit: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 h x w x C -> (uint8 H x W x C, valid bool H x W or None when every pixel is valid)."""
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; expected one of {FITS}")
+    H, W = size_hw
+    if fit == "squash" or image.shape[:2] == (H, W):
+        return resize(image, (H, W)), None
+    top, left, nh, nw = letterbox_box(image.shape[:2], size_hw)
+    inner = resize(image, (nh, nw))
+    out = np.pad(inner, ((top, H - nh - top), (left, W - nw - left)) + ((0, 0),) * (inner.ndim - 2),
+                 mode="symmetric")
+    valid = np.zeros((H, W), bool)
+    valid[top:top + nh, left:left + nw] = True
+    return np.ascontiguousarray(out), valid
+
+
+def fit_mask(mask: np.ndarray, size_hw: tuple[int, int], fit: str) -> np.ndarray:
+    """bool h x w ground-truth or ROI mask -> bool H x W with the same transform as the image
+    (nearest neighbour; the letterbox fill is False)."""
+    if fit == "squash" or mask.shape == tuple(size_hw):
+        return resize_mask(mask, size_hw)
+    top, left, nh, nw = letterbox_box(mask.shape, size_hw)
+    out = np.zeros(size_hw, bool)
+    out[top:top + nh, left:left + nw] = resize_mask(mask, (nh, nw))
+    return out
+
+
+def prepare_fitted(images: list[np.ndarray], size_hw: tuple[int, int], fit: str,
+                   pixel_formats: list[str] | str = "bgr8", rois: list[np.ndarray | None] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Camera images (any sizes) -> (uint8 N x H x W x 3 RGB, bool N x H x W valid region or None).
+
+    The valid region is None when every pixel of every image is judged (squash, no ROI)."""
+    if isinstance(pixel_formats, str):
+        pixel_formats = [pixel_formats] * len(images)
+    if rois is not None and len(rois) != len(images):
+        raise ValueError(f"{len(rois)} regions of interest for {len(images)} images")
+    out = np.empty((len(images), size_hw[0], size_hw[1], 3), dtype=np.uint8)
+    valids: list[np.ndarray | None] = []
+    for i, (image, fmt) in enumerate(zip(images, pixel_formats)):
+        out[i], valid = fit_image(to_rgb(image, fmt), size_hw, fit)
+        roi = rois[i] if rois is not None else None
+        if roi is not None:
+            if roi.shape != image.shape[:2]:
+                raise ValueError(f"region of interest {roi.shape[1]}x{roi.shape[0]} (WxH) does not match "
+                                 f"the image {image.shape[1]}x{image.shape[0]}")
+            fitted = fit_mask(roi, size_hw, fit)
+            valid = fitted if valid is None else valid & fitted
+        valids.append(valid)
+    if all(v is None for v in valids):
+        return out, None
+    return out, np.stack([np.ones(size_hw, bool) if v is None else v for v in valids])

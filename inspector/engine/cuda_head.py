@@ -262,19 +262,22 @@ class HeadOperators:
         return int(sum(self.heights))
 
     @classmethod
-    def build(cls, image_size, scale_shapes, sigma: float = SIGMA, truncate: float = TRUNCATE) -> "HeadOperators":
-        """From MapHead's own float32 matrices. Raises ValueError for bad sizes or > 3 scales."""
+    def build(cls, image_size, scale_shapes, sigma: float = SIGMA, truncate: float = TRUNCATE,
+              crop: int = 0) -> "HeadOperators":
+        """From MapHead's own float32 matrices (``image_size``: the per-scale maps' padded image;
+        ``crop``: the reflect margin cut from every side; ``ops.image_size`` is the output size).
+        Raises ValueError for bad sizes or > 3 scales."""
         shapes = [(int(h), int(w)) for h, w in scale_shapes]
         H, W = (int(image_size[0]), int(image_size[1]))
         if not 1 <= len(shapes) <= MAX_SCALES:
             raise ValueError(f"the GPU head takes 1..{MAX_SCALES} scales, got {len(shapes)}")
         if H < 1 or W < 1 or any(h < 1 or w < 1 for h, w in shapes):
             raise ValueError(f"bad sizes: image {image_size}, scales {scale_shapes}")
-        ref = MapHead((H, W), shapes, sigma=sigma, truncate=truncate)
+        ref = MapHead((H, W), shapes, sigma=sigma, truncate=truncate, crop=crop)
         left_t = np.ascontiguousarray(np.concatenate([lt.T for lt in ref.left], axis=0), dtype=np.float32)
         right_t = np.ascontiguousarray(np.concatenate(ref.right_t, axis=0), dtype=np.float32)
         pad = [0] * (MAX_SCALES - len(shapes))
-        return cls((H, W), shapes, left_t, right_t, tuple([h for h, _ in shapes] + pad),
+        return cls(ref.out_size, shapes, left_t, right_t, tuple([h for h, _ in shapes] + pad),
                    tuple([w for _, w in shapes] + pad))
 
 
@@ -475,8 +478,8 @@ class CudaMapHead:
     cuda-core / cuda-bindings."""
 
     def __init__(self, image_size, scale_shapes, device: int = 0, *, stream_handle: int | None = None,
-                 max_batch: int = 8, sigma: float = SIGMA, truncate: float = TRUNCATE):
-        self.ops = HeadOperators.build(image_size, scale_shapes, sigma, truncate)
+                 max_batch: int = 8, sigma: float = SIGMA, truncate: float = TRUNCATE, crop: int = 0):
+        self.ops = HeadOperators.build(image_size, scale_shapes, sigma, truncate, crop)
         self.image_size, self.scale_shapes = self.ops.image_size, self.ops.scale_shapes
         self.device_id = int(device)
         self._lock = threading.Lock()

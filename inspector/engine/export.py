@@ -22,7 +22,9 @@ import tempfile
 from pathlib import Path
 
 from .. import __version__
-from .manifest import FORMAT, INPUT_NAME, OUTPUT_NAMES, sha256_file, write_manifest
+from ..core.map_head import SIGMA
+from ..core.scoring import ScoreRule
+from .manifest import FORMAT, INPUT_NAME, OUTPUT_NAMES, sha256_file, stats_path, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,11 @@ def export_onnx(model_path: str | Path, out: str | Path, *, fp16: bool = False, 
     from ..model.checkpoint import load_model
     from ..model.network import CosineMapsModule, HalfCosineMapsModule
 
+    from ..model.checkpoint import stats_from_checkpoint
+
     model, ckpt = load_model(model_path, teacher_weights=teacher_weights)
     wrapper = (HalfCosineMapsModule(model) if fp16 else CosineMapsModule(model)).eval()
-    h, w = model.cfg.image_size
+    h, w = model.cfg.input_size  # one tile (or the padded inspection image)
     dummy = torch.zeros((2, h, w, 3), dtype=torch.uint8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +65,15 @@ def export_onnx(model_path: str | Path, out: str | Path, *, fp16: bool = False, 
         graph = onnx.load(str(tmp_onnx))
     onnx.checker.check_model(graph)
     onnx.save(graph, str(out))
-    manifest = build_manifest(out, model_path, ckpt, precision="fp16" if fp16 else "fp32", opset=opset)
+    stats = stats_from_checkpoint(ckpt)
+    stats_block = None
+    if stats is not None:
+        stats_file = stats_path(out)
+        stats_block = {"file": stats_file.name, "sha256": stats.save(stats_file), "n_images": stats.n_images}
+    elif stats_path(out).exists():
+        stats_path(out).unlink()  # a stale file from an earlier export must not look like ours
+    manifest = build_manifest(out, model_path, ckpt, precision="fp16" if fp16 else "fp32", opset=opset,
+                              stats=stats_block)
     write_manifest(out, manifest)
     return manifest
 
@@ -78,9 +90,15 @@ def tool_versions() -> dict:
     return versions
 
 
-def build_manifest(engine_path: Path, model_path, ckpt: dict, *, precision: str, opset: int) -> dict:
-    h, w = ckpt["config"]["image_size"]
+def build_manifest(engine_path: Path, model_path, ckpt: dict, *, precision: str, opset: int,
+                   stats: dict | None = None) -> dict:
+    from ..model.network import RDConfig
+
+    cfg = RDConfig.from_dict(ckpt["config"])
+    h, w = cfg.image_size
     strides = ckpt["teacher"].get("strides", [4, 8, 16])
+    grid = cfg.grid(tuple(strides))
+    th, tw = grid.tile_size
     return {
         "format": FORMAT,
         "engine_file": engine_path.name,
@@ -90,9 +108,11 @@ def build_manifest(engine_path: Path, model_path, ckpt: dict, *, precision: str,
         "teacher": ckpt["teacher"],
         "config": ckpt["config"],
         "image_size": [h, w],
+        "geometry": {"fit": cfg.fit, **grid.describe()},
+        "head": {"sigma": SIGMA, "score": ScoreRule.from_dict(cfg.score or {}).describe(), "stats": stats},
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "color": "RGB",
-                  "range": [0, 255], "shape": ["N", h, w, 3]},
-        "outputs": [{"name": n, "dtype": "float32", "stride": s, "shape": ["N", h // s, w // s],
+                  "range": [0, 255], "shape": ["N", th, tw, 3], "meaning": "tiles of the padded inspection image"},
+        "outputs": [{"name": n, "dtype": "float32", "stride": s, "shape": ["N", th // s, tw // s],
                      "meaning": "1 - cosine(teacher, student) per pixel, in [0, 2]"}
                     for n, s in zip(OUTPUT_NAMES, strides)],
         "precision": precision,

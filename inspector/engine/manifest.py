@@ -7,10 +7,13 @@
     engine_sha256   hash of that file: a tampered or swapped engine is refused
     model_sha256    hash of the checkpoint it was exported from; model_path for reference
     teacher         name, weights_sha256, channels, strides, mean, std
-    config          the model config (backbone, taps, image_size (h, w), ...)
-    image_size      [h, w] of the model input
-    input           name "images", uint8, N x h x w x 3, RGB, 0..255 (normalisation is in the graph)
-    outputs         three float32 maps N x h/s x w/s (1 - cos), s = 4, 8, 16
+    config          the model config (backbone, taps, image_size (h, w), fit, margin, tile_size, score)
+    image_size      [H, W]: the inspection size camera images are fitted to (maps come out at it)
+    geometry        fit, inspect_size, tile_size [th, tw], margin, n_tiles (core.geometry.TileGrid)
+    head            sigma, score rule, stats: null or {file, sha256, n_images}: the good-part
+                    statistics file ``NAME.stats.npz`` next to the engine (core.scoring.GoodStats)
+    input           name "images", uint8, N x th x tw x 3 tiles, RGB, 0..255 (normalisation is in the graph)
+    outputs         three float32 maps N x th/s x tw/s (1 - cos), s = 4, 8, 16
     precision       "fp32" | "fp16" (fp16: convolutions in half, pre-processing and cosine head in fp32)
     opset, versions (inspector, torch, onnx, onnxruntime), created (UTC ISO time)
 
@@ -37,6 +40,28 @@ class ManifestError(ValueError):
 
 def manifest_path(engine_path: str | Path) -> Path:
     return Path(engine_path).with_suffix(".json")
+
+
+def stats_path(engine_path: str | Path) -> Path:
+    """``engines/NAME.stats.npz``: the good-part statistics next to ``engines/NAME.onnx``."""
+    return Path(engine_path).with_suffix(".stats.npz")
+
+
+def load_stats(engine_path: str | Path, manifest: dict):
+    """The engine's good-part statistics (core.scoring.GoodStats) or None; refuses a missing file,
+    another hash or another inspection size (ManifestError)."""
+    from ..core.scoring import GoodStats, ScoringError
+
+    block = (manifest.get("head") or {}).get("stats")
+    if not block:
+        return None
+    path = Path(engine_path).with_name(block["file"])
+    if not path.is_file():
+        raise ManifestError(f"{engine_path}: its good-part statistics {path} are missing")
+    try:
+        return GoodStats.load(path, sha256=block["sha256"], shape=tuple(manifest["image_size"]))
+    except ScoringError as exc:
+        raise ManifestError(str(exc)) from exc
 
 
 def write_manifest(engine_path: str | Path, manifest: dict) -> Path:

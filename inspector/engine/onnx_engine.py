@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Engine, EngineError
-from .manifest import INPUT_NAME, OUTPUT_NAMES, ManifestError, check_expectations, read_manifest
+from .manifest import INPUT_NAME, OUTPUT_NAMES, ManifestError, check_expectations, load_stats, read_manifest
 
 
 class OnnxRuntimeEngine(Engine):
@@ -42,9 +42,11 @@ class OnnxRuntimeEngine(Engine):
             raise EngineError(f"onnxruntime cannot load {path}: {exc}") from exc
         self.path = str(path)
         self.max_batch = max_batch
-        self.image_size = tuple(self.manifest["image_size"])
         self.strides = tuple(o["stride"] for o in self.manifest["outputs"])
-        self._init_head()
+        try:
+            self._init_head(self.manifest["config"], load_stats(path, self.manifest), self.manifest["image_size"])
+        except (ManifestError, ValueError) as exc:
+            raise EngineError(f"{path}: {exc}") from exc
 
     def scale_maps(self, batch: np.ndarray) -> list[np.ndarray]:
         outs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})

@@ -43,7 +43,7 @@ import numpy as np
 from .base import Engine, EngineError, EngineResult
 from .cuda_head import (CudaHeadError, CudaMapHead, DeviceBuffer, PinnedArray, check_cuda, cuda_device_count,
                         cudart, gpu_name, memcpy_async)
-from .manifest import INPUT_NAME, OUTPUT_NAMES, ManifestError, check_expectations, read_manifest
+from .manifest import INPUT_NAME, OUTPUT_NAMES, ManifestError, check_expectations, load_stats, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +145,16 @@ class TensorRTEngine(Engine):
             check_expectations(self.manifest, **(expect or {}))
         except ManifestError as exc:
             raise EngineError(str(exc)) from exc
-        self.image_size = tuple(int(v) for v in self.manifest["image_size"])
         outputs = self.manifest.get("outputs") or [{"name": n, "stride": s} for n, s in zip(OUTPUT_NAMES, (4, 8, 16))]
         self.strides = tuple(int(o["stride"]) for o in outputs)
-        H, W = self.image_size
-        self.scale_shapes = [(H // s, W // s) for s in self.strides]
-        self._init_head()  # the CPU MapHead: reference and fallback for callers that want it
+        try:  # the CPU head: reference, and the path for tiled / normalised / top-k / ROI inspection
+            self._init_head(self.manifest["config"], load_stats(onnx_path, self.manifest), self.manifest["image_size"])
+        except (ManifestError, ValueError) as exc:
+            raise EngineError(f"{onnx_path}: {exc}") from exc
+        th, tw = self.input_size
+        self.scale_shapes = [(th // s, tw // s) for s in self.strides]
+        # one tile, no statistics, max rule: the fused GPU head reads TensorRT's outputs in place
+        self.fused = self.grid.n_tiles == 1 and self.stats is None and self.inspection.rule.rule == "max"
 
         count = cuda_device_count()
         if count <= self.device:
@@ -205,8 +209,8 @@ class TensorRTEngine(Engine):
         self._stream = check_cuda(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
         self._stream_handle = int(self._stream)
         self._allocate_io()
-        self._head = CudaMapHead(self.image_size, self.scale_shapes, self.device, stream_handle=self._stream_handle,
-                                 max_batch=self.max_batch)
+        self._head = CudaMapHead(self.input_size, self.scale_shapes, self.device, stream_handle=self._stream_handle,
+                                 max_batch=self.max_batch, crop=self.grid.margin)
         self.manifest = {**self.manifest, "runtime": {
             "backend": "tensorrt", "tensorrt": self.trt_version, "gpu": self.gpu_name, "precision": self.precision,
             "plan": str(self.plan_path), "max_batch": self.max_batch}}
@@ -254,7 +258,7 @@ class TensorRTEngine(Engine):
             config.set_flag(trt.BuilderFlag.FP16)
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
             self._pin_head_fp32(network)
-        H, W = self.image_size
+        H, W = self.input_size
         profile = builder.create_optimization_profile()
         profile.set_shape(INPUT_NAME, (1, H, W, 3), (self.max_batch, H, W, 3), (self.max_batch, H, W, 3))
         config.add_optimization_profile(profile)
@@ -295,7 +299,7 @@ class TensorRTEngine(Engine):
                 raise EngineError(f"plan output {name} shape {shape} != (N, {h}, {w})")
 
     def _allocate_io(self) -> None:
-        H, W = self.image_size
+        H, W = self.input_size
         n = self.max_batch
         self._device_buffers[INPUT_NAME] = DeviceBuffer.allocate(n * H * W * 3)
         self._pinned[INPUT_NAME] = PinnedArray.allocate((n, H, W, 3), np.uint8)
@@ -310,7 +314,7 @@ class TensorRTEngine(Engine):
     def _enqueue_model(self, batch: np.ndarray) -> int:
         """Queue H2D + inference for n <= max_batch prepared images; returns n."""
         n = len(batch)
-        H, W = self.image_size
+        H, W = self.input_size
         pinned = self._pinned[INPUT_NAME]
         np.copyto(pinned.array[:n], batch)
         memcpy_async(self._device_buffers[INPUT_NAME].ptr, pinned.ptr, batch.nbytes, "h2d", self._stream_handle)
@@ -328,8 +332,10 @@ class TensorRTEngine(Engine):
             yield np.ascontiguousarray(batch[i:i + self.max_batch])
 
     def scale_maps(self, batch: np.ndarray) -> list[np.ndarray]:
-        """uint8 N x h x w x 3 RGB -> three float32 N x h/s x w/s maps, copied back to the host."""
-        self.check_batch(batch)
+        """uint8 T x th x tw x 3 RGB tiles -> three float32 T x th/s x tw/s maps, copied back to the host."""
+        th, tw = self.input_size
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (th, tw, 3):
+            raise EngineError(f"tensorrt input must be uint8 N x {th} x {tw} x 3 tiles, got {batch.dtype} {batch.shape}")
         parts: list[list[np.ndarray]] = [[] for _ in self.strides]
         with self._lock:
             self._require_open()
@@ -346,8 +352,11 @@ class TensorRTEngine(Engine):
                 raise EngineError(f"tensorrt engine: {exc}") from exc
         return [np.concatenate(p) for p in parts]
 
-    def head(self, scale_maps: list[np.ndarray], want_maps: bool) -> EngineResult:
-        """Host scale maps -> scores (and maps) with the GPU kernel."""
+    def head(self, scale_maps: list[np.ndarray], valid, want_maps: bool) -> EngineResult:
+        """Stitched host scale maps -> scores (and maps): the GPU kernel where it applies (one tile,
+        no statistics, max rule, no ROI), else the CPU head."""
+        if not self.fused or valid is not None:
+            return super().head(scale_maps, valid, want_maps)
         with self._lock:
             self._require_open()
             try:
@@ -356,9 +365,13 @@ class TensorRTEngine(Engine):
                 raise EngineError(f"tensorrt engine head: {exc}") from exc
         return EngineResult(scores, maps)
 
-    def infer_prepared(self, batch: np.ndarray, want_maps: bool = False) -> EngineResult:
-        """Prepared uint8 N x h x w x 3 RGB -> scores (and maps); the scale maps stay on the GPU."""
+    def infer_prepared(self, batch: np.ndarray, want_maps: bool = False, valid=None) -> EngineResult:
+        """Fitted uint8 N x H x W x 3 RGB -> scores (and maps). On the fused path the scale maps stay
+        on the GPU (the margin is reflect-padded on the host, the head crops it)."""
+        if not self.fused or valid is not None:
+            return super().infer_prepared(batch, want_maps, valid)
         self.check_batch(batch)
+        batch = self.grid.pad(batch)
         scores, maps = [], []
         with self._lock:
             self._require_open()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.checkpoint import CheckpointError, load_model
+from ..model.checkpoint import CheckpointError, load_model, stats_from_checkpoint
 from .base import Engine, EngineError
 
 
@@ -19,11 +19,13 @@ class TorchEngine(Engine):
         self.model = model.to(device).eval()
         self.device = device
         self.max_batch = max_batch
-        self.image_size = tuple(model.cfg.image_size)
         self.strides = tuple(model.teacher.feature_info.strides)
         self.manifest = {"backend": "torch", "model": source, "config": ckpt["config"],
-                         "teacher": ckpt["teacher"], "image_size": list(self.image_size)}
-        self._init_head()
+                         "teacher": ckpt["teacher"], "image_size": list(model.cfg.image_size)}
+        try:
+            self._init_head(ckpt["config"], stats_from_checkpoint(ckpt))
+        except (CheckpointError, ValueError) as exc:
+            raise EngineError(f"{source}: {exc}") from exc
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, teacher_weights=None, **kwargs) -> "TorchEngine":
@@ -34,6 +36,6 @@ class TorchEngine(Engine):
         return cls(model, ckpt, source=str(path), **kwargs)
 
     @torch.no_grad()
-    def scale_maps(self, batch: np.ndarray) -> list[np.ndarray]:
-        x = torch.from_numpy(batch).to(self.device)
+    def scale_maps(self, tiles: np.ndarray) -> list[np.ndarray]:
+        x = torch.from_numpy(tiles).to(self.device)
         return [m.float().cpu().numpy() for m in self.model.cosine_maps(x)]

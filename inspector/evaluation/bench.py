@@ -43,8 +43,9 @@ cosine maps (including the copy to numpy) and the map head.
      "warnings":  ["..."],
      "machine":   {...}, "settings": {...}}
 
-    row: backend, batch, images_per_s, latency_ms_p50, latency_ms_p99, latency_ms_mean,
-         head_ms_per_image, head_percent, threads, image_size [h, w], iters, warmup,
+    row: backend, batch, images_per_s, megapixels_per_s (inspection pixels), latency_ms_p50,
+         latency_ms_p99, latency_ms_mean, head_ms_per_image, head_percent, threads, image_size [h, w]
+         (inspection size), tiles_per_image, tile_size [h, w], iters, warmup,
          flush_denormal, precision, engine
 
 Failure behaviour: bad arguments or an unusable model/engine raise :class:`BenchError` (exit 2 via
@@ -156,14 +157,15 @@ def synthetic_batch(batch: int, image_size: tuple[int, int], seed: int = SEED) -
 
 
 def time_engine(engine, images: np.ndarray, iters: int, warmup: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``scale_maps`` + ``head`` (scores only) on ``images``: ``warmup`` untimed times, then
-    ``iters`` timed. Returns (total seconds per batch, head seconds per batch), float64 (iters,).
-    Raises BenchError if the engine returns non-finite scores or the wrong number of them."""
+    """Run tiling + ``scale_maps`` + stitching + ``head`` (scores only) on fitted ``images``:
+    ``warmup`` untimed times, then ``iters`` timed. Returns (total seconds per batch, head seconds
+    per batch), float64 (iters,). Raises BenchError if the engine returns non-finite scores or the
+    wrong number of them."""
     def once() -> tuple[int, int]:
         t0 = time.perf_counter_ns()
-        maps = engine.scale_maps(images)
+        maps = engine.grid.stitch(engine.run_tiles(engine.grid.cut(images)))
         t1 = time.perf_counter_ns()
-        scores = engine.head(maps, want_maps=False).scores
+        scores = engine.head(maps, None, want_maps=False).scores
         t2 = time.perf_counter_ns()
         if np.shape(scores) != (len(images),) or not np.all(np.isfinite(scores)):
             raise BenchError(f"{engine.backend}: engine returned bad scores {np.asarray(scores)[:4]} "
@@ -179,10 +181,12 @@ def time_engine(engine, images: np.ndarray, iters: int, warmup: int) -> tuple[np
 def summarize(backend: str, batch: int, total_s: np.ndarray, head_s: np.ndarray, **extra) -> dict:
     """One result row from per-batch timings (seconds)."""
     total = float(total_s.sum())
+    h, w = extra.get("image_size", (0, 0))
     return {
         "backend": backend,
         "batch": int(batch),
         "images_per_s": batch * len(total_s) / total,
+        "megapixels_per_s": batch * len(total_s) * h * w / 1e6 / total,
         "latency_ms_p50": float(np.percentile(total_s, 50)) * 1e3,
         "latency_ms_p99": float(np.percentile(total_s, 99)) * 1e3,
         "latency_ms_mean": float(total_s.mean()) * 1e3,
@@ -199,7 +203,8 @@ def bench_engine(eng, batches: list[int], iters: int, warmup: int, **extra) -> l
         images = synthetic_batch(batch, tuple(eng.image_size))
         total_s, head_s = time_engine(eng, images, iters, warmup)
         row = summarize(eng.backend, batch, total_s, head_s, iters=iters, warmup=warmup,
-                        image_size=list(eng.image_size), **extra)
+                        image_size=list(eng.image_size), tiles_per_image=eng.grid.n_tiles,
+                        tile_size=list(eng.grid.tile_size), **extra)
         log.info("%s batch %d: %.1f images/s, p50 %.1f ms", row["backend"], batch, row["images_per_s"],
                  row["latency_ms_p50"])
         rows.append(row)
@@ -223,15 +228,15 @@ def breakdown_torch(engine, batches: list[int], iters: int, warmup: int) -> list
         stamps.append(time.perf_counter_ns())
         student = model.student.decoder(z)
         stamps.append(time.perf_counter_ns())
-        maps = [m.float().cpu().numpy() for m in cosine_maps(teacher, student)]
+        maps = engine.grid.stitch([m.float().cpu().numpy() for m in cosine_maps(teacher, student)])
         stamps.append(time.perf_counter_ns())
-        engine.head(maps, want_maps=False)
+        engine.head(maps, None, want_maps=False)
         stamps.append(time.perf_counter_ns())
         return list(np.diff(stamps))
 
     out = []
     for batch in batches:
-        x = torch.from_numpy(synthetic_batch(batch, tuple(engine.image_size))).to(engine.device)
+        x = torch.from_numpy(engine.grid.cut(synthetic_batch(batch, tuple(engine.image_size)))).to(engine.device)
         for _ in range(warmup):
             once(x)
         parts_s = np.array([once(x) for _ in range(iters)], dtype=np.float64).sum(axis=0) / 1e9
@@ -362,9 +367,10 @@ def machine_info() -> dict:
 
 # --------------------------------------------------------------------------------- output
 def format_results(rows: list[dict]) -> str:
-    lines = ["| backend | batch | images/s | p50 ms | p99 ms | head ms/img | head % | threads |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['backend']} | {r['batch']} | {r['images_per_s']:.1f} | {r['latency_ms_p50']:.2f} | "
+    lines = ["| backend | batch | images/s | MP/s | p50 ms | p99 ms | head ms/img | head % | threads |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['backend']} | {r['batch']} | {r['images_per_s']:.1f} | {r['megapixels_per_s']:.2f} | "
+              f"{r['latency_ms_p50']:.2f} | "
               f"{r['latency_ms_p99']:.2f} | {r['head_ms_per_image']:.3f} | {r['head_percent']:.1f} | {r['threads']} |"
               for r in rows]
     return "\n".join(lines)

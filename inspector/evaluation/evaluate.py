@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.data import load_prepared, test_samples
+from ..model.data import load_fitted, test_samples
 from .metrics import evaluate_set
 
 
@@ -41,17 +41,19 @@ def open_from_args(args):
 
 
 def score_dataset(engine, data: str | Path, *, skip_bad: bool = False) -> dict:
-    """Run the engine over a test set: kinds, labels, scores, masks/maps (None without masks)."""
+    """Run the engine over a test set as the daemon would (``engine.prepare``: its fit and
+    geometry): kinds, labels, scores, masks/maps/valid at the inspection size (None without masks)."""
     samples = test_samples(data)
     with_masks = all(s.mask_path is not None for s in samples if s.is_defect)
-    images, masks, kept, skips = load_prepared(samples, engine.image_size, skip_bad=skip_bad,
-                                               with_masks=with_masks)
+    fitted = load_fitted(samples, engine.image_size, engine.inspection.fit, skip_bad=skip_bad,
+                         with_masks=with_masks)
     t0 = time.perf_counter()
-    result = engine.infer_prepared(images, want_maps=with_masks)
+    result = engine.infer_prepared(fitted.images, want_maps=with_masks, valid=fitted.valid)
     elapsed = time.perf_counter() - t0
+    kept = fitted.samples
     return {"samples": kept, "kinds": [s.kind for s in kept], "labels": np.array([s.is_defect for s in kept]),
-            "scores": result.scores, "masks": masks, "maps": result.maps, "skipped": len(skips),
-            "seconds": elapsed}
+            "scores": result.scores, "masks": fitted.masks, "maps": result.maps, "valid": fitted.valid,
+            "skipped": len(fitted.skips), "seconds": elapsed}
 
 
 def format_table(metrics: dict) -> str:
@@ -68,7 +70,8 @@ def format_table(metrics: dict) -> str:
 def run(args) -> int:
     engine = open_from_args(args)
     scored = score_dataset(engine, args.data, skip_bad=args.skip_bad)
-    metrics = evaluate_set(scored["kinds"], scored["labels"], scored["scores"], scored["masks"], scored["maps"])
+    metrics = evaluate_set(scored["kinds"], scored["labels"], scored["scores"], scored["masks"], scored["maps"],
+                           scored["valid"])
     n = len(scored["kinds"])
     metrics.update({"backend": engine.backend, "image_size": list(engine.image_size),
                     "skipped": scored["skipped"], "seconds": scored["seconds"],

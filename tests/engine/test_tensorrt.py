@@ -395,7 +395,7 @@ def test_engine_on_a_fake_gpu_scores_like_onnxruntime_and_caches_its_plan(fake_g
     assert engine._context.runs == [2, 2, 1]
     for a, b in zip(engine.scale_maps(x), ref_engine.scale_maps(x)):
         np.testing.assert_allclose(a, b, rtol=1e-6)
-    head = engine.head(ref_engine.scale_maps(x[:2]), want_maps=False)
+    head = engine.head(ref_engine.scale_maps(x[:2]), None, want_maps=False)
     np.testing.assert_allclose(head.scores, ref.scores[:2], rtol=1e-5)
     rt.copies.clear()
     assert engine.infer_prepared(x[:2]).maps is None
