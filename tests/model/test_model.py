@@ -29,6 +29,10 @@ def resnet_weights(tmp_path_factory):
 @pytest.mark.parametrize("name,kwargs,channels", [
     ("efficientnet_lite0", {"taps": "expanded"}, (144, 240, 672)),
     ("efficientnet_lite0", {"taps": "blocks"}, (24, 40, 112)),
+    ("efficientnet_lite1", {"taps": "expanded"}, (144, 240, 672)),
+    ("efficientnet_lite1", {"taps": "blocks"}, (24, 40, 112)),
+    ("efficientnet_lite2", {"taps": "expanded"}, (144, 288, 720)),
+    ("efficientnet_lite2", {"taps": "blocks"}, (24, 48, 120)),
     ("resnet18", {}, (64, 128, 256)),
     ("wide_resnet50_2", {}, (256, 512, 1024)),
 ])
