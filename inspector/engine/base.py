@@ -43,7 +43,8 @@ class EngineError(RuntimeError):
 @dataclass
 class EngineResult:
     scores: np.ndarray                # float32 (N,)
-    maps: np.ndarray | None = None    # float32 (N, H, W) when asked for (normalised when the engine is)
+    maps: np.ndarray | None = None    # float32 (N, H, W) when asked for (normalised when the engine is);
+                                      # outside ``valid`` each holds its image's minimum inside it
     valid: np.ndarray | None = None   # bool (N, H, W): pixels that were scored; None = all
 
 
@@ -64,6 +65,15 @@ class Inspection:
         grid = (TileGrid(size, tuple(int(v) for v in tile), margin, tuple(strides)) if tile
                 else TileGrid.single(size, margin, tuple(strides)))
         return cls(size, str(config.get("fit") or "squash"), grid, ScoreRule.from_dict(config.get("score") or {}))
+
+
+def outside_to_minimum(maps: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Maps whose pixels outside the valid region hold the image's minimum inside it, so that
+    thresholds and region rules applied to the map never see them (and the map stays finite)."""
+    if valid is None:
+        return maps
+    floor = np.array([m[v].min() if v.any() else np.nan for m, v in zip(maps, valid)], np.float32)
+    return np.where(valid, maps, floor[:, None, None]).astype(np.float32)
 
 
 class Engine:
@@ -100,7 +110,9 @@ class Engine:
         if self.stats is not None:
             maps = self.stats.apply(maps)
         scores = image_scores(maps, self.inspection.rule, valid)
-        return EngineResult(scores, maps if want_maps else None, valid if want_maps else None)
+        if not want_maps:
+            return EngineResult(scores)
+        return EngineResult(scores, outside_to_minimum(maps, valid), valid)
 
     # ------------------------------------------------------------------ running
     def check_batch(self, batch: np.ndarray) -> None:
