@@ -41,7 +41,8 @@ import numpy as np
 from .. import __version__
 from . import thresholds as th
 from ..model.data import GOOD, DatasetError, list_images, read_image
-from ..judge.profile import FORMAT, check_profile_matches, engine_identity, profile_from_dict, save_profile
+from ..core.roi import Roi, roi_identity
+from ..judge.profile import inspection_identity, FORMAT, check_profile_matches, engine_identity, profile_from_dict, save_profile
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def resolve_defect_images(folder: str | Path) -> list[Path]:
 
 
 def score_images(engine, paths: list[Path], *, chunk: int = 16, skip_bad: bool = False,
-                 want_maps: bool = True) -> tuple[np.ndarray, np.ndarray | None, list[Path], list[tuple[str, str]]]:
+                 want_maps: bool = True, roi=None) -> tuple[np.ndarray, np.ndarray | None, list[Path], list[tuple[str, str]]]:
     """Score image files with ``engine`` exactly as the daemon would (``engine.infer``: the
     engine's own pre-processing of the stored uint8 image, mono8 or bgr8).
 
@@ -140,7 +141,8 @@ def score_images(engine, paths: list[Path], *, chunk: int = 16, skip_bad: bool =
             kept.append(Path(path))
         if not images:
             continue
-        result = engine.infer(images, formats, want_maps=want_maps)
+        rois = None if roi is None else [roi.mask_for(im.shape[:2]) for im in images]
+        result = engine.infer(images, formats, want_maps=want_maps, rois=rois)
         scores.append(np.asarray(result.scores, dtype=np.float32))
         if want_maps:
             maps.append(np.asarray(result.maps, dtype=np.float32))
@@ -245,6 +247,7 @@ def engine_record(engine, engine_path: str | Path) -> dict[str, Any]:
         "teacher": {"name": teacher.get("name"), "weights_sha256": teacher.get("weights_sha256")},
         "model_sha256": manifest.get("model_sha256", sha if engine.backend == "torch" else None),
         "file": str(Path(engine_path).resolve()),
+        "inspection": inspection_identity(manifest),
     }
 
 
@@ -286,12 +289,12 @@ def _frr_record(estimate: th.FrrEstimate) -> dict[str, Any]:
     }
 
 
-def _score_defects(engine, defect_paths: list[Path], *, chunk: int, skip_bad: bool
+def _score_defects(engine, defect_paths: list[Path], *, chunk: int, skip_bad: bool, roi=None
                    ) -> tuple[np.ndarray, np.ndarray, int]:
     """(scores, maps, number skipped) of the defect images; CalibrationError when none is usable."""
     if not defect_paths:
         raise CalibrationError("--defects: no defect images found")
-    scores, maps, _, skipped = score_images(engine, defect_paths, chunk=chunk, skip_bad=skip_bad)
+    scores, maps, _, skipped = score_images(engine, defect_paths, chunk=chunk, skip_bad=skip_bad, roi=roi)
     if scores.size == 0:
         raise CalibrationError("--defects: no usable defect images")
     return scores, maps, len(skipped)
@@ -301,7 +304,7 @@ def calibrate(engine, good_paths: list[Path], target_frr: float, *, engine_path:
               defect_paths: list[Path] | None = None, camera: str | None = None, holdout: float = 0.0,
               seed: int = 0, skip_bad: bool = False, chunk: int = 16, pixel_fpr: float = DEFAULT_PIXEL_FPR,
               region_frr: float | None = None, region_rule: bool = True,
-              command: str | None = None, sources: dict | None = None) -> Calibration:
+              command: str | None = None, sources: dict | None = None, roi=None) -> Calibration:
     """Calibrate ``engine`` on good image files; returns the profile dict and report data.
 
     ``target_frr`` in (0, 1): wanted false-reject rate of the image rule. ``region_frr``: for the
@@ -311,7 +314,7 @@ def calibrate(engine, good_paths: list[Path], target_frr: float, *, engine_path:
     target = _probability(target_frr, "--target-frr")
     region_target = _probability(target / 10 if region_frr is None else region_frr, "--region-frr")
     pixel_target = _probability(pixel_fpr, "--pixel-fpr")
-    scores, maps, kept, skipped = score_images(engine, good_paths, chunk=chunk, skip_bad=skip_bad)
+    scores, maps, kept, skipped = score_images(engine, good_paths, chunk=chunk, skip_bad=skip_bad, roi=roi)
     fit_idx, hold_idx = split_holdout(len(kept), holdout, seed)
     if fit_idx.size < MIN_FIT_PARTS:
         raise CalibrationError(
@@ -329,12 +332,13 @@ def calibrate(engine, good_paths: list[Path], target_frr: float, *, engine_path:
     n_defect_skipped = 0
     if defect_paths is not None:
         defect_scores, defect_maps, n_defect_skipped = _score_defects(engine, defect_paths, chunk=chunk,
-                                                                      skip_bad=skip_bad)
+                                                                      skip_bad=skip_bad, roi=roi)
         separation = separation_block(fit_scores, defect_scores, defect_maps, fit.threshold, *rule_args)
     fit_rejects = fit_scores >= fit.threshold
     profile = {
         "format": FORMAT,
         "camera": camera,
+        "roi": roi_identity(roi),
         "engine": engine_record(engine, engine_path),
         "thresholds": {"image": fit.threshold, "pixel": rule.pixel_threshold,
                        "min_defect_area": rule.min_defect_area, "pixel_fpr": rule.pixel_fpr,
@@ -543,6 +547,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="wanted false-reject rate of good parts, e.g. 0.001")
     p.add_argument("--out", required=True, help="profile to write, e.g. calibration/cam0.json")
     p.add_argument("--camera", help="camera id this profile is for (default: any camera)")
+    p.add_argument("--roi", help="region of interest of this camera: 'x,y,w,h' in camera pixels or a mask image "
+                   "(non-zero = judge); the daemon's camera must declare the same")
     p.add_argument("--report", help="folder for report.png, summary.json and heatmaps")
     p.add_argument("--holdout", type=_fraction_arg, default=0.0,
                    help="fraction of good parts kept out of calibration to measure the FRR (default 0)")
@@ -625,6 +631,7 @@ def run(args) -> int:
     defect_paths = resolve_defect_images(args.defects) if args.defects else None
     if defect_paths is not None and not defect_paths:
         raise CalibrationError(f"--defects {args.defects}: no defect images found")
+    roi = Roi.parse(args.roi) if args.roi else None
     engine, engine_path = _open_engine(args)
     command = "inspector " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     sources = {"good": str(Path(args.good).resolve()),
@@ -632,10 +639,10 @@ def run(args) -> int:
     cal = calibrate(engine, good_paths, args.target_frr, engine_path=engine_path, defect_paths=defect_paths,
                     camera=args.camera, holdout=args.holdout, seed=args.seed, skip_bad=args.skip_bad,
                     chunk=args.batch_size, pixel_fpr=args.pixel_fpr, region_frr=args.region_frr,
-                    region_rule=not args.no_region_rule, command=command, sources=sources)
+                    region_rule=not args.no_region_rule, command=command, sources=sources, roi=roi)
     out = save_profile(args.out, cal.profile)
     check_profile_matches(profile_from_dict(cal.profile, out), {**engine.manifest, "backend": engine.backend},
-                          backend=engine.backend, camera=args.camera)
+                          backend=engine.backend, camera=args.camera, roi=roi_identity(roi))
     print(format_summary(cal, out))
     if args.report:
         written = write_report(args.report, cal, tuple(engine.image_size))

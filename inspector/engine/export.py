@@ -22,9 +22,7 @@ import tempfile
 from pathlib import Path
 
 from .. import __version__
-from ..core.map_head import SIGMA
-from ..core.scoring import ScoreRule
-from .manifest import FORMAT, INPUT_NAME, OUTPUT_NAMES, sha256_file, stats_path, write_manifest
+from .manifest import FORMAT, INPUT_NAME, OUTPUT_NAMES, inspection_blocks, sha256_file, stats_path, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +106,7 @@ def build_manifest(engine_path: Path, model_path, ckpt: dict, *, precision: str,
         "teacher": ckpt["teacher"],
         "config": ckpt["config"],
         "image_size": [h, w],
-        "geometry": {"fit": cfg.fit, **grid.describe()},
-        "head": {"sigma": SIGMA, "score": ScoreRule.from_dict(cfg.score or {}).describe(), "stats": stats},
+        **inspection_blocks(ckpt["config"], grid, stats),
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "color": "RGB",
                   "range": [0, 255], "shape": ["N", th, tw, 3], "meaning": "tiles of the padded inspection image"},
         "outputs": [{"name": n, "dtype": "float32", "stride": s, "shape": ["N", th // s, tw // s],

@@ -42,6 +42,16 @@ def manifest_path(engine_path: str | Path) -> Path:
     return Path(engine_path).with_suffix(".json")
 
 
+def inspection_blocks(config: dict, grid, stats_block: dict | None) -> dict:
+    """The manifest's ``geometry`` and ``head`` blocks for a model config and its tile grid."""
+    from ..core.map_head import SIGMA
+    from ..core.scoring import ScoreRule
+
+    return {"geometry": {"fit": config.get("fit") or "squash", **grid.describe()},
+            "head": {"sigma": SIGMA, "score": ScoreRule.from_dict(config.get("score") or {}).describe(),
+                     "stats": stats_block}}
+
+
 def stats_path(engine_path: str | Path) -> Path:
     """``engines/NAME.stats.npz``: the good-part statistics next to ``engines/NAME.onnx``."""
     return Path(engine_path).with_suffix(".stats.npz")

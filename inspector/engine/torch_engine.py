@@ -9,6 +9,7 @@ import torch
 
 from ..model.checkpoint import CheckpointError, load_model, stats_from_checkpoint
 from .base import Engine, EngineError
+from .manifest import inspection_blocks
 
 
 class TorchEngine(Engine):
@@ -26,6 +27,8 @@ class TorchEngine(Engine):
             self._init_head(ckpt["config"], stats_from_checkpoint(ckpt))
         except (CheckpointError, ValueError) as exc:
             raise EngineError(f"{source}: {exc}") from exc
+        stats = None if self.stats is None else {"sha256": self.stats.sha256, "n_images": self.stats.n_images}
+        self.manifest.update(inspection_blocks(ckpt["config"], self.grid, stats))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, teacher_weights=None, **kwargs) -> "TorchEngine":

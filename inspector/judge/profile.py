@@ -244,14 +244,28 @@ def engine_identity(manifest: dict) -> str:
                        "model checkpoint); refusing to judge with an unverified calibration")
 
 
+def inspection_identity(manifest: dict) -> dict:
+    """What a score means besides the network: geometry, score rule and good-part statistics hash
+    (``manifest["geometry"]`` / ``["head"]``; engines made before these existed give the defaults)."""
+    geometry = manifest.get("geometry") or {}
+    head = manifest.get("head") or {}
+    stats = head.get("stats") or {}
+    return {"fit": geometry.get("fit", "squash"), "margin": int(geometry.get("margin", 0)),
+            "tile_size": geometry.get("tile_size"), "score": head.get("score") or {"rule": "max"},
+            "stats_sha256": stats.get("sha256")}
+
+
 def check_profile_matches(profile: CalibrationProfile, manifest: dict, *, backend: str | None = None,
-                          camera: str | None = None) -> None:
+                          camera: str | None = None, roi: dict | None = None) -> None:
     """Refuse (ProfileError) a profile made for another engine or camera.
 
     Checks: engine hash (:func:`engine_identity`), image size, backend (``backend`` argument, else
     ``manifest["backend"]``; skipped when neither names one), precision (when the manifest states
     it), camera (when both the profile and ``camera`` name one; a profile with camera null fits any
-    camera). All mismatches are listed in one message."""
+    camera), the inspection (:func:`inspection_identity`: geometry, score rule, statistics; a
+    profile that predates it fits only an engine with the defaults) and the region of interest
+    (``roi``: :meth:`inspector.core.roi.Roi.identity` or None; must equal the profile's ``roi``).
+    All mismatches are listed in one message."""
     problems = []
     sha = engine_identity(manifest)
     if sha != profile.engine_sha256:
@@ -267,6 +281,14 @@ def check_profile_matches(profile: CalibrationProfile, manifest: dict, *, backen
         problems.append(f"precision {precision!r} != calibrated {profile.precision!r}")
     if profile.camera is not None and camera is not None and camera != profile.camera:
         problems.append(f"camera {camera!r} != calibrated {profile.camera!r}")
+    engine_block = profile.raw.get("engine") if isinstance(profile.raw.get("engine"), dict) else {}
+    expected = inspection_identity(manifest)
+    recorded = engine_block.get("inspection", inspection_identity({}))
+    if recorded != expected:
+        problems.append(f"inspection {recorded} != the engine's {expected} (geometry, score rule or "
+                        "good-part statistics changed)")
+    if profile.raw.get("roi") != roi:
+        problems.append(f"region of interest {roi} != calibrated {profile.raw.get('roi')}")
     if problems:
         where = f" {profile.path}" if profile.path else ""
         raise ProfileError(f"calibration profile{where} does not fit: " + "; ".join(problems)

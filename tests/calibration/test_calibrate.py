@@ -155,10 +155,28 @@ def test_torch_model_calibration(tiny_model, good_root, tmp_path):
     assert profile.engine_sha256 == sha256_file(tiny_model)
     assert not profile.has_region_rule
     assert profile.raw["separation"] is None and profile.raw["holdout"] is None
-    torch_manifest = {"backend": "torch", "model": str(tiny_model), "image_size": [64, 64]}
+    torch_manifest = open_engine("torch", str(tiny_model)).manifest
     check_profile_matches(profile, torch_manifest, backend="torch", camera="any-camera")
+    with pytest.raises(ProfileError, match="inspection"):  # a hand-made manifest claims another geometry
+        check_profile_matches(profile, {"backend": "torch", "model": str(tiny_model), "image_size": [64, 64]})
     with pytest.raises(ProfileError, match="backend"):
         check_profile_matches(profile, torch_manifest, backend="onnxruntime")
+
+
+def test_calibration_with_a_roi_records_it_and_scores_only_inside(tiny_engine, good_root, tmp_path):
+    out, full = tmp_path / "roi.json", tmp_path / "full.json"
+    good = str(good_root / "test" / "good")
+    run_cli("calibrate", "--engine", str(tiny_engine), "--good", good, "--target-frr", "0.1", "--out", str(full),
+            "--no-region-rule", timeout=120)
+    run_cli("calibrate", "--engine", str(tiny_engine), "--good", good, "--target-frr", "0.1", "--out", str(out),
+            "--no-region-rule", "--roi", "0,0,32,32", timeout=120)
+    with_roi, without = load_profile(out), load_profile(full)
+    assert with_roi.raw["roi"] == {"rect": [0, 0, 32, 32]} and without.raw["roi"] is None
+    assert with_roi.raw["score_stats"]["max"] <= without.raw["score_stats"]["max"]  # a max over fewer pixels
+    manifest = read_manifest(tiny_engine)
+    check_profile_matches(with_roi, manifest, roi={"rect": [0, 0, 32, 32]})
+    with pytest.raises(ProfileError, match="region of interest"):
+        check_profile_matches(with_roi, manifest)
 
 
 # ----------------------------------------------------------------------------- CLI errors
@@ -296,6 +314,10 @@ def test_region_rule_may_be_absent():
     ({}, {"backend": "tensorrt"}, "backend"),
     ({"precision": "fp16"}, {}, "precision"),
     ({}, {"camera": "cam1"}, "camera"),
+    ({"head": {"score": {"rule": "max"}, "stats": {"sha256": "c" * 64}}}, {}, "statistics"),
+    ({"geometry": {"fit": "letterbox", "margin": 32, "tile_size": [128, 160]}}, {}, "geometry"),
+    ({"head": {"score": {"rule": "topk", "fraction": 0.01}}}, {}, "score rule"),
+    ({}, {"roi": {"rect": [0, 0, 10, 10]}}, "region of interest"),
 ])
 def test_check_profile_matches_refuses_mismatch(tmp_path, change, kwargs, message):
     profile = load_profile(save_profile(tmp_path / "p.json", _valid_profile_dict()))
