@@ -21,6 +21,10 @@ commands). The suite file (TOML)::
     path = "../shared/datasets/ksdd1"
     train_args = []            # optional: extra `inspector train` flags for this set
 
+    [[dataset]]                # a set the suite makes itself (once) into OUT/data/NAME
+    name = "synth_part"
+    make = ["inspector", "synth", "--out", "{out}", "--product", "part", "--seed", "5"]
+
     python tools/accuracy_suite.py --suite tools/suite.toml --out runs/accuracy
     python tools/accuracy_suite.py --data tiny=runs/tiny --out runs/acc --train-args "--epochs 3"
 
@@ -151,15 +155,31 @@ def markdown(rows: list[dict], target_frr: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def make_dataset(command: list[str], out: Path) -> Path:
+    """Run a suite entry's ``make`` command once (``{out}`` = the folder; ``inspector`` and
+    ``python`` run with this interpreter and checkout)."""
+    if (out / "test").is_dir():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [str(a).replace("{out}", str(out)) for a in command]
+    head = {"inspector": [sys.executable, "-m", "inspector.cli"], "python": [sys.executable]}.get(argv[0], argv[:1])
+    subprocess.run([*head, *argv[1:]], cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
 def read_suite(args) -> list[tuple[str, Path, list[str]]]:
     entries = []
     if args.suite:
         suite = tomllib.loads(Path(args.suite).read_text())
         base = Path(args.suite).resolve().parent
         for d in suite.get("dataset", []):
-            path = Path(d["path"])
-            entries.append((d["name"], path if path.is_absolute() else (base / path).resolve(),
-                            [str(a) for a in d.get("train_args", [])]))
+            if "make" in d:
+                path = make_dataset(list(d["make"]), Path(args.out).resolve() / "data" / d["name"])
+            else:
+                path = Path(d["path"])
+                path = path if path.is_absolute() else (base / path).resolve()
+            entries.append((d["name"], path, [str(a) for a in d.get("train_args", [])]))
     for item in args.data or []:
         name, _, path = item.partition("=")
         entries.append((name, Path(path).resolve(), []))
