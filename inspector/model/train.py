@@ -230,6 +230,8 @@ def run(args) -> int:
         bar.set_description(f"epoch {epoch + 1}/{args.epochs}")
         train_info["train_seconds"] = prior_seconds + (time.time() - t_train)
         save_checkpoint(out, model.eval(), optimizer=opt, epoch=epoch + 1, train=train_info)
+        if args.no_progress:
+            log.info("epoch %d/%d: loss %.4f (%.0f s)", epoch + 1, args.epochs, loss, train_info["train_seconds"])
     bar.close()
     stats = None
     if normalize:
