@@ -34,7 +34,7 @@ from inspector.line import wire
 from inspector.line.config import config_from_dict, load_config
 from inspector.line.daemon import Daemon
 from inspector.engine import EngineResult, open_engine
-from inspector.judge.profile import save_profile
+from inspector.judge.profile import inspection_identity, save_profile
 from inspector.judge.regions import largest_region_areas
 from conftest import free_port, wait_until
 
@@ -48,7 +48,8 @@ PROFILE_FORMAT = "inspector.calibration/1"
 def profile_dict(manifest: dict, image: float, *, camera=None, pixel=None, area=None, backend="onnxruntime") -> dict:
     return {"format": PROFILE_FORMAT, "camera": camera,
             "engine": {"sha256": manifest["engine_sha256"], "backend": backend, "precision": manifest["precision"],
-                       "image_size": list(manifest["image_size"])},
+                       "image_size": list(manifest["image_size"]),
+                       "inspection": inspection_identity(manifest)},
             "thresholds": {"image": image, "pixel": pixel, "min_defect_area": area}}
 
 
