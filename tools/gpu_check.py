@@ -184,7 +184,7 @@ class CupyHead:
         self.k["rows_times_right"](grid, block, (dev[0], dev[1], dev[2], i32(h0), i32(w0), i32(h1), i32(w1),
                                                  i32(h2), i32(w2), self.right_t, t_cat, keys, i32(W)))
         grid, block = ch.stage2_launch(W, H, n)
-        self.k["left_times_rows_max"](grid, block, (self.left_t, t_cat, keys, out, i32(K), i32(H), i32(W),
+        self.k["left_times_rows_max"](grid, block, (self.left_t, t_cat, keys, out, *[np.uint64(0)] * 3, i32(0), i32(K), i32(H), i32(W),
                                                     i32(int(want_maps))))
         grid, block = ch.decode_launch(n)
         self.k["decode_scores"](grid, block, (keys, scores, i32(n)))

@@ -10,15 +10,22 @@ concatenated over the scales and uploaded once:
 
 Kernel (three launches on one stream; design and cost in docs/gpu.md):
 ``rows_times_right`` T = m_s @ R_s^T into an N x K x W scratch (and resets the per-image max keys),
-``left_times_rows_max`` out = L^T' @ T per image (64 x 64 tiles) with a block max reduction and an
-``atomicMax`` on order-preserving int keys (exact for negative values too), optionally writing the map,
-``decode_scores`` keys -> float32 scores.
+``left_times_rows_max`` out = L^T' @ T per image (64 x 64 tiles), then per pixel the good-part
+normalisation ``(out - mean) * inv_std`` (optional; two float32 roundings, as
+:meth:`inspector.core.scoring.GoodStats.apply`), a block max over the pixels of the valid region
+(optional uint8 mask, per image or shared by the batch) and an ``atomicMax`` on order-preserving int keys
+(exact for negative values too), optionally writing the (normalised) map at every pixel;
+``decode_scores`` keys -> float32 scores. A non-finite value in the valid region, or an image without a
+valid pixel, scores NaN (fail closed, as :func:`inspector.core.scoring.image_scores`).
+
+This is the head for one tile and the ``max`` score rule: tiled engines and the ``topk`` rule use the
+CPU head (:meth:`inspector.engine.base.Engine.head`).
 
 Nothing here imports a CUDA module at import time: ``compile_kernel`` needs only cuda-core + NVRTC (works
 without a GPU), :class:`CudaMapHead` needs a GPU, cuda-core and cuda-bindings. The emulator
 (:func:`emulate_head`) is numpy only and mirrors the kernel's loops, index formulas, zero padding,
-FMA accumulation order, NaN-propagating max and key mapping, so the CPU tests check the kernel's
-indexing against MapHead and the plain reference.
+FMA accumulation order, normalisation, valid mask, NaN-propagating max and key mapping, so the CPU
+tests check the kernel's indexing against MapHead + GoodStats + image_scores and the plain reference.
 
 Failure behaviour: shape mismatches raise ValueError; anything CUDA raises :class:`CudaHeadError`
 (a RuntimeError) with the CUDA error name; ``cuda_device_count`` / ``has_cuda_gpu`` never raise.
@@ -32,9 +39,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..core.map_head import SIGMA, TRUNCATE, MapHead
+
+if TYPE_CHECKING:  # core.scoring imports cv2; the head only reads .mean / .inv_std
+    from ..core.scoring import GoodStats
 
 KERNEL_PATH = Path(__file__).with_name("upsample_max.cu")
 # Tile constants, passed to NVRTC as macros (the .cu carries the same defaults; a test checks them).
@@ -48,7 +60,7 @@ DECODE_BLOCK = 128
 KERNEL_SIGNATURES: dict[str, tuple[str, ...]] = {
     "rows_times_right": ("ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32", "i32",
                          "ptr", "ptr", "ptr", "i32"),
-    "left_times_rows_max": ("ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32"),
+    "left_times_rows_max": ("ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32"),
     "decode_scores": ("ptr", "ptr", "i32"),
 }
 
@@ -274,6 +286,8 @@ class HeadOperators:
         if H < 1 or W < 1 or any(h < 1 or w < 1 for h, w in shapes):
             raise ValueError(f"bad sizes: image {image_size}, scales {scale_shapes}")
         ref = MapHead((H, W), shapes, sigma=sigma, truncate=truncate, crop=crop)
+        if ref.out_size[0] * ref.out_size[1] >= 2 ** 31:
+            raise ValueError(f"a {ref.out_size[1]}x{ref.out_size[0]} map is too large for the kernel's int offsets")
         left_t = np.ascontiguousarray(np.concatenate([lt.T for lt in ref.left], axis=0), dtype=np.float32)
         right_t = np.ascontiguousarray(np.concatenate(ref.right_t, axis=0), dtype=np.float32)
         pad = [0] * (MAX_SCALES - len(shapes))
@@ -359,11 +373,55 @@ def emulate_rows_times_right(ops: HeadOperators, maps: list[np.ndarray], n: int)
     return t_cat, np.full(gz, ORDERED_MIN, dtype=np.int32)
 
 
+def _finite_or_nan(v: np.ndarray) -> np.ndarray:
+    """The device finite_or_nan: NaN and +-inf enter the max as NaN."""
+    return np.where(np.abs(v) <= np.float32(3.402823466e38), v, np.float32(np.nan)).astype(np.float32)
+
+
+def check_stats_arrays(ops: HeadOperators, mean, inv_std) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, inv_std) as float32 C-contiguous H x W (the output size), or None when both are None.
+    Raises ValueError for one without the other or a shape that is not the output size."""
+    if mean is None and inv_std is None:
+        return None
+    if mean is None or inv_std is None:
+        raise ValueError("mean and inv_std go together (both or neither)")
+    mean = np.ascontiguousarray(mean, dtype=np.float32)
+    inv_std = np.ascontiguousarray(inv_std, dtype=np.float32)
+    if mean.shape != tuple(ops.image_size) or inv_std.shape != tuple(ops.image_size):
+        raise ValueError(f"statistics {mean.shape} / {inv_std.shape} do not match the head's output "
+                         f"{ops.image_size[0]} x {ops.image_size[1]}")
+    return mean, inv_std
+
+
+def check_valid_mask(ops: HeadOperators, valid, n: int) -> tuple[np.ndarray, int] | None:
+    """A valid region -> (uint8 C-contiguous mask, valid_stride) as the kernel takes them: H x W
+    (shared by the batch, stride 0) or n x H x W (stride H * W); None -> None. Nonzero / True = scored.
+    Raises ValueError for another shape."""
+    if valid is None:
+        return None
+    valid = np.asarray(valid)
+    H, W = ops.image_size
+    if valid.shape == (H, W):
+        stride = 0
+    elif valid.shape == (n, H, W):
+        stride = H * W
+    else:
+        raise ValueError(f"valid region {valid.shape} is neither {H} x {W} nor {n} x {H} x {W}")
+    return np.ascontiguousarray(valid != 0, dtype=np.uint8), stride
+
+
 def emulate_left_times_rows_max(ops: HeadOperators, t_cat: np.ndarray, keys: np.ndarray,
-                                write_map: bool) -> np.ndarray | None:
-    """Stage 2 on all blocks and threads at once: updates ``keys`` in place, returns the map or None."""
+                                write_map: bool, mean: np.ndarray | None = None,
+                                inv_std: np.ndarray | None = None, valid: np.ndarray | None = None
+                                ) -> np.ndarray | None:
+    """Stage 2 on all blocks and threads at once: updates ``keys`` in place, returns the map or None.
+
+    ``mean`` / ``inv_std``: float32 H x W statistics (both or neither); ``valid``: H x W (shared) or
+    N x H x W mask, nonzero = scored (see :func:`check_valid_mask`)."""
     H, W = ops.image_size
     K, n = ops.K, t_cat.shape[0]
+    stats = check_stats_arrays(ops, mean, inv_std)
+    mask = check_valid_mask(ops, valid, n)
     BM, BN, BK, TX, TY = (TILES[c] for c in ("BM", "BN", "BK", "TX", "TY"))
     RM, RN = BM // TY, BN // TX
     (gx, gy, gz), _ = stage2_launch(W, H, n)
@@ -393,31 +451,46 @@ def emulate_left_times_rows_max(ops: HeadOperators, t_cat: np.ndarray, keys: np.
             acc = _fma32(av[:, :, :, None], bv[:, :, None, :], acc)
     y = y0[:, None, None, None] + rows[None, :, :, None]
     x = x0[:, None, None, None] + cols[None, :, None, :]
-    valid = (y < H) & (x < W)
+    inside = (y < H) & (x < W)                                              # the (y < H && x < W) guard
+    p = np.minimum(y, H - 1) * W + np.minimum(x, W - 1)                     # p = y * W + x (G, t, RM, RN)
+    v = acc
+    if stats is not None:                                                   # __fmul_rn(__fsub_rn(v, m), s)
+        v = ((v - stats[0].ravel()[p]).astype(np.float32) * stats[1].ravel()[p]).astype(np.float32)
+    scored = inside
+    if mask is not None:                                                    # vn[p], vn = valid + n * stride
+        flat, stride = mask[0].ravel(), mask[1]
+        scored = inside & (flat[bz[:, None, None, None] * stride + p] != 0)
+    vm = _finite_or_nan(v)
     local = np.full((len(bx), NTHREADS), -np.inf, dtype=np.float32)
     for a in range(RM):
         for b in range(RN):
-            local = np.where(valid[:, :, a, b], _nan_max(local, acc[:, :, a, b]), local)
+            local = np.where(scored[:, :, a, b], _nan_max(local, vm[:, :, a, b]), local)
     red = local
     s = NTHREADS // 2
     while s > 0:                                                            # shared-memory tree
         red = np.concatenate([_nan_max(red[:, :s], red[:, s:2 * s]), red[:, s:]], axis=1)
         s //= 2
-    np.maximum.at(keys, bz, ordered_keys(red[:, 0]))                        # atomicMax per block
+    hit = red[:, 0] != -np.inf                                              # tid 0, red[0] != -inf
+    np.maximum.at(keys, bz[hit], ordered_keys(red[hit, 0]))                 # atomicMax per block
     if not write_map:
         return None
     out = np.zeros((n, H, W), dtype=np.float32)
-    g, t, a, b = np.nonzero(np.broadcast_to(valid, acc.shape))
-    out[bz[g], y[g, t, a, 0], x[g, t, 0, b]] = acc[g, t, a, b]
+    g, t, a, b = np.nonzero(np.broadcast_to(inside, acc.shape))
+    out[bz[g], y[g, t, a, 0], x[g, t, 0, b]] = v[g, t, a, b]
     return out
 
 
-def emulate_head(ops: HeadOperators, scale_maps: list[np.ndarray], want_maps: bool = True
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Run the three kernels in numpy: -> (scores float32 N, maps float32 N x H x W or None)."""
+def emulate_head(ops: HeadOperators, scale_maps: list[np.ndarray], want_maps: bool = True, *,
+                 mean: np.ndarray | None = None, inv_std: np.ndarray | None = None,
+                 valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run the three kernels in numpy: -> (scores float32 N, maps float32 N x H x W or None).
+
+    ``mean`` / ``inv_std`` (float32 H x W, both or neither): the good-part normalisation;
+    ``valid`` (bool / uint8 H x W or N x H x W): only these pixels are scored. Maps are normalised
+    at every pixel (outside the valid region too)."""
     n = _check_maps(ops, scale_maps)
     t_cat, keys = emulate_rows_times_right(ops, scale_maps, n)
-    out = emulate_left_times_rows_max(ops, t_cat, keys, want_maps)
+    out = emulate_left_times_rows_max(ops, t_cat, keys, want_maps, mean, inv_std, valid)
     return keys_to_float(keys), out
 
 
@@ -465,20 +538,29 @@ def _pack_args(kernel: str, values: tuple) -> list:
 
 
 class CudaMapHead:
-    """The map head on a GPU, for one model: image size (H, W) and its 1..3 per-scale map shapes.
+    """The map head on a GPU, for one model: image size (H, W) and its 1..3 per-scale map shapes
+    (``crop``: the reflect margin cut from every side; ``image_size`` then is the output size).
 
-    ``scores_and_maps(scale_maps, n, want_maps)`` takes either device pointers (ints; float32
+    ``scores_and_maps(scale_maps, n, want_maps, valid)`` takes either device pointers (ints; float32
     C-contiguous N x h_s x w_s, e.g. TensorRT's output buffers, written on ``stream_handle``'s stream)
     or host numpy arrays, and returns ``(scores float32 N, maps float32 N x H x W or None)`` on the host.
     Maps are only computed into memory and copied back when ``want_maps``.
 
+    Good-part statistics (``stats``, or :meth:`set_stats`: a :class:`inspector.core.scoring.GoodStats`
+    or anything with float32 H x W ``mean`` / ``inv_std``) are uploaded once and then normalise every
+    map: ``(map - mean) * inv_std``. ``valid`` (bool H x W for the batch, or N x H x W; None = all) is
+    uploaded per call: only its pixels enter the score, an image without one scores NaN. The returned
+    maps hold the normalised value at every pixel; filling the outside of the valid region
+    (:func:`inspector.engine.base.outside_to_minimum`) is the caller's job. Score rule: the max only.
+
     ``stream_handle``: a cudaStream_t (int) to launch on (shared with TensorRT); None creates a
     non-blocking stream of our own. Buffers grow on demand beyond ``max_batch``; calls are serialised
     by a lock. Raises CudaHeadError without a GPU or on any CUDA failure, ImportError without
-    cuda-core / cuda-bindings."""
+    cuda-core / cuda-bindings, ValueError for statistics or masks of the wrong shape."""
 
     def __init__(self, image_size, scale_shapes, device: int = 0, *, stream_handle: int | None = None,
-                 max_batch: int = 8, sigma: float = SIGMA, truncate: float = TRUNCATE, crop: int = 0):
+                 max_batch: int = 8, sigma: float = SIGMA, truncate: float = TRUNCATE, crop: int = 0,
+                 stats: "GoodStats | None" = None):
         self.ops = HeadOperators.build(image_size, scale_shapes, sigma, truncate, crop)
         self.image_size, self.scale_shapes = self.ops.image_size, self.ops.scale_shapes
         self.device_id = int(device)
@@ -488,11 +570,16 @@ class CudaMapHead:
         self._own_stream = None
         self.stream_handle: int | None = None
         self._capacity = 0
+        self.stats = None
+        if stats is not None:
+            check_stats_arrays(self.ops, stats.mean, stats.inv_std)  # before any CUDA work
         count = cuda_device_count()
         if count <= self.device_id:
             raise CudaHeadError(f"no CUDA GPU {self.device_id} (found {count}): the GPU head needs one")
         try:
             self._setup(stream_handle, max_batch)
+            if stats is not None:
+                self._set_stats(stats)
         except BaseException:
             self.close()
             raise
@@ -545,6 +632,26 @@ class CudaMapHead:
         self._upload("left_t", self.ops.left_t)
         self._upload("right_t", self.ops.right_t)
 
+    def set_stats(self, stats: "GoodStats | None") -> None:
+        """Upload good-part statistics (float32 H x W ``mean`` / ``inv_std``, the output size) used by
+        every later call; None drops them (raw maps). Raises ValueError for another shape."""
+        with self._lock:
+            self.make_current()
+            self._set_stats(stats)
+
+    def _set_stats(self, stats) -> None:
+        arrays = None if stats is None else check_stats_arrays(self.ops, stats.mean, stats.inv_std)
+        self.synchronize()                      # no launch may still read the old statistics
+        for name in ("mean", "inv_std"):
+            old = self._buffers.pop(name, None)
+            if old is not None:
+                old.free()
+        self.stats = None
+        if arrays is not None:
+            self._upload("mean", arrays[0])
+            self._upload("inv_std", arrays[1])
+            self.stats = stats
+
     def _realloc(self, name: str, nbytes: int) -> DeviceBuffer:
         old = self._buffers.pop(name, None)
         if old is not None:
@@ -560,7 +667,8 @@ class CudaMapHead:
         return arr
 
     def _ensure_capacity(self, n: int, want_maps: bool) -> None:
-        """Scratch (N x K x W), keys, scores, and (when maps are wanted) map buffers for n images."""
+        """Scratch (N x K x W), keys, scores, and (when maps are wanted) map buffers for n images; on
+        growth the per-batch input, map and mask buffers are dropped and re-made on demand."""
         H, W = self.image_size
         if n > self._capacity:
             self.synchronize()
@@ -569,11 +677,13 @@ class CudaMapHead:
             self._realloc("keys", cap * 4)
             self._realloc("scores", cap * 4)
             self._realloc_pinned("scores", (cap,), np.float32)
-            for name in [k for k in self._buffers if k.startswith("in") or k == "map"]:
+            per_batch = {f"in{i}" for i in range(MAX_SCALES)} | {"map", "valid"}   # re-made on demand
+            for name in [k for k in self._buffers if k in per_batch]:
                 self._buffers.pop(name).free()
-            old_map = self._pinned.pop("map", None)
-            if old_map is not None:
-                old_map.free()
+            for name in ("map", "valid"):
+                old = self._pinned.pop(name, None)
+                if old is not None:
+                    old.free()
             self._capacity = cap
         if want_maps and "map" not in self._buffers:
             self._realloc("map", self._capacity * H * W * 4)
@@ -584,16 +694,20 @@ class CudaMapHead:
         cfg = self._cc.LaunchConfig(grid=grid, block=block)
         self._cc.launch(self._cc_stream, cfg, self._kernels[name], *_pack_args(name, values))
 
-    def enqueue(self, map_ptrs: list[int], n: int, want_maps: bool) -> None:
+    def enqueue(self, map_ptrs: list[int], n: int, want_maps: bool, valid_ptr: int = 0,
+                valid_stride: int = 0) -> None:
         """Launch the three kernels for ``n`` images on the stream and queue the copies of the scores
         (and maps) into pinned host memory. Returns at once; :meth:`synchronize`, then
-        :meth:`results`."""
+        :meth:`results`. ``valid_ptr``: a device uint8 mask (0 = every pixel scored), n x H x W with
+        ``valid_stride`` = H * W or one H x W mask with 0 (:meth:`upload_valid` gives both)."""
         if len(map_ptrs) != len(self.scale_shapes):
             raise ValueError(f"expected {len(self.scale_shapes)} map pointers, got {len(map_ptrs)}")
         if n < 1:
             raise ValueError("empty batch")
-        self._ensure_capacity(n, want_maps)
         H, W = self.image_size
+        if valid_ptr and int(valid_stride) not in (0, H * W):
+            raise ValueError(f"valid_stride must be 0 (one mask) or {H * W} (H * W), got {valid_stride}")
+        self._ensure_capacity(n, want_maps)
         K = self.ops.K
         ptrs = [int(p) for p in map_ptrs] + [0] * (MAX_SCALES - len(map_ptrs))
         (h0, h1, h2), (w0, w1, w2) = self.ops.heights, self.ops.widths
@@ -602,9 +716,12 @@ class CudaMapHead:
         self._launch("rows_times_right", grid, block, ptrs[0], ptrs[1], ptrs[2], h0, w0, h1, w1, h2, w2,
                      b["right_t"].ptr, b["t_cat"].ptr, b["keys"].ptr, W)
         map_ptr = b["map"].ptr if want_maps else 0
+        mean_ptr, inv_std_ptr = (b["mean"].ptr, b["inv_std"].ptr) if self.stats is not None else (0, 0)
+        valid_ptr = int(valid_ptr)
         grid, block = stage2_launch(W, H, n)
         self._launch("left_times_rows_max", grid, block, b["left_t"].ptr, b["t_cat"].ptr, b["keys"].ptr,
-                     map_ptr, K, H, W, int(bool(want_maps)))
+                     map_ptr, mean_ptr, inv_std_ptr, valid_ptr, int(valid_stride) if valid_ptr else 0,
+                     K, H, W, int(bool(want_maps)))
         grid, block = decode_launch(n)
         self._launch("decode_scores", grid, block, b["keys"].ptr, b["scores"].ptr, n)
         memcpy_async(self._pinned["scores"].ptr, b["scores"].ptr, n * 4, "d2h", self.stream_handle)
@@ -636,9 +753,29 @@ class CudaMapHead:
             ptrs.append(self._buffers[name].ptr)
         return ptrs, n
 
-    def scores_and_maps(self, scale_maps, n: int | None = None, want_maps: bool = False
+    def upload_valid(self, valid, n: int) -> tuple[int, int]:
+        """Copy a host valid region (bool / uint8 H x W for the batch, or n x H x W; nonzero = scored)
+        through pinned memory into the head's device mask, queued on the stream; -> (valid_ptr,
+        valid_stride) for :meth:`enqueue`; None -> (0, 0). The staging memory is reused: call it
+        after the previous call's :meth:`synchronize`. Raises ValueError for another shape."""
+        checked = check_valid_mask(self.ops, valid, int(n))
+        if checked is None:
+            return 0, 0
+        mask, stride = checked
+        self._ensure_capacity(int(n), want_maps=False)
+        H, W = self.image_size
+        if "valid" not in self._buffers:
+            self._realloc("valid", self._capacity * H * W)
+            self._realloc_pinned("valid", (self._capacity * H * W,), np.uint8)
+        staging = self._pinned["valid"]
+        staging.array[:mask.size] = mask.ravel()
+        memcpy_async(self._buffers["valid"].ptr, staging.ptr, mask.size, "h2d", self.stream_handle)
+        return self._buffers["valid"].ptr, stride
+
+    def scores_and_maps(self, scale_maps, n: int | None = None, want_maps: bool = False, valid=None
                         ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scale maps (device pointers + ``n``, or host float32 arrays N x h_s x w_s) -> (scores, maps)."""
+        """Scale maps (device pointers + ``n``, or host float32 arrays N x h_s x w_s) -> (scores, maps);
+        ``valid``: the valid region (see :meth:`upload_valid`), None = every pixel scored."""
         with self._lock:
             self.make_current()
             if all(isinstance(m, np.ndarray) for m in scale_maps):
@@ -652,7 +789,8 @@ class CudaMapHead:
                 if n is None:
                     raise ValueError("n is required with device pointers")
                 ptrs = [int(p) for p in scale_maps]
-            self.enqueue(ptrs, int(n), want_maps)
+            valid_ptr, valid_stride = self.upload_valid(valid, int(n))
+            self.enqueue(ptrs, int(n), want_maps, valid_ptr, valid_stride)
             self.synchronize()
             return self.results(int(n), want_maps)
 

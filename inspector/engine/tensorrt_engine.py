@@ -24,9 +24,18 @@ onnxconverter-common was dropped: it does not finish on these graphs). TF32 is s
 "fp32" means FP32.
 
 Data path per batch of n <= max_batch prepared images (uint8 n x h x w x 3 RGB): copy into pinned
-memory -> H2D -> ``execute_async_v3`` -> head kernels read the scale maps where TensorRT wrote them
--> D2H of n scores (and n maps only when asked) -> one synchronize. ``scale_maps`` (the Engine
-interface) copies the per-scale maps back to the host for callers that want them.
+memory -> H2D (and the valid region, when there is one) -> ``execute_async_v3`` -> head kernels read
+the scale maps where TensorRT wrote them -> D2H of n scores (and n maps only when asked) -> one
+synchronize. ``scale_maps`` (the Engine interface) copies the per-scale maps back to the host for
+callers that want them.
+
+Which head runs (``self.fused``): engines with **one tile and the ``max`` score rule** use the fused
+GPU head (:class:`CudaMapHead`), which applies the good-part statistics (``self.stats``, uploaded
+once) and the valid region (uploaded per batch) in the kernel; the host then fills the pixels
+outside the valid region of returned maps with the image's minimum inside it
+(:func:`inspector.engine.base.outside_to_minimum`), as the CPU head does. **Tiled engines** (the
+tiles are stitched on the host) and the **``topk`` rule** (a partial sort, not a max) use the CPU
+head (:meth:`Engine.head`) on scale maps copied back from the GPU.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Engine, EngineError, EngineResult
+from .base import Engine, EngineError, EngineResult, outside_to_minimum
 from .cuda_head import (CudaHeadError, CudaMapHead, DeviceBuffer, PinnedArray, check_cuda, cuda_device_count,
                         cudart, gpu_name, memcpy_async)
 from .manifest import INPUT_NAME, OUTPUT_NAMES, ManifestError, check_expectations, load_stats, read_manifest
@@ -147,14 +156,15 @@ class TensorRTEngine(Engine):
             raise EngineError(str(exc)) from exc
         outputs = self.manifest.get("outputs") or [{"name": n, "stride": s} for n, s in zip(OUTPUT_NAMES, (4, 8, 16))]
         self.strides = tuple(int(o["stride"]) for o in outputs)
-        try:  # the CPU head: reference, and the path for tiled / normalised / top-k / ROI inspection
+        try:  # the CPU head: reference, and the path for tiled and top-k inspection
             self._init_head(self.manifest["config"], load_stats(onnx_path, self.manifest), self.manifest["image_size"])
         except (ManifestError, ValueError) as exc:
             raise EngineError(f"{onnx_path}: {exc}") from exc
         th, tw = self.input_size
         self.scale_shapes = [(th // s, tw // s) for s in self.strides]
-        # one tile, no statistics, max rule: the fused GPU head reads TensorRT's outputs in place
-        self.fused = self.grid.n_tiles == 1 and self.stats is None and self.inspection.rule.rule == "max"
+        # one tile and the max rule (statistics and valid regions or not): the fused GPU head reads
+        # TensorRT's outputs in place; tiled engines and the top-k rule use the CPU head
+        self.fused = self.grid.n_tiles == 1 and self.inspection.rule.rule == "max"
 
         count = cuda_device_count()
         if count <= self.device:
@@ -209,8 +219,10 @@ class TensorRTEngine(Engine):
         self._stream = check_cuda(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
         self._stream_handle = int(self._stream)
         self._allocate_io()
+        # a tile's head (= the whole image's when fused); the statistics are the image's, so only then
         self._head = CudaMapHead(self.input_size, self.scale_shapes, self.device, stream_handle=self._stream_handle,
-                                 max_batch=self.max_batch, crop=self.grid.margin)
+                                 max_batch=self.max_batch, crop=self.grid.margin,
+                                 stats=self.stats if self.fused else None)
         self.manifest = {**self.manifest, "runtime": {
             "backend": "tensorrt", "tensorrt": self.trt_version, "gpu": self.gpu_name, "precision": self.precision,
             "plan": str(self.plan_path), "max_batch": self.max_batch}}
@@ -352,41 +364,63 @@ class TensorRTEngine(Engine):
                 raise EngineError(f"tensorrt engine: {exc}") from exc
         return [np.concatenate(p) for p in parts]
 
+    @staticmethod
+    def _fill_outside(maps: np.ndarray | None, valid) -> np.ndarray | None:
+        """The CPU head's map convention on the GPU's maps: outside ``valid`` the image's minimum inside."""
+        if maps is None or valid is None:
+            return maps
+        return outside_to_minimum(maps, np.broadcast_to(np.asarray(valid, bool), maps.shape))
+
     def head(self, scale_maps: list[np.ndarray], valid, want_maps: bool) -> EngineResult:
-        """Stitched host scale maps -> scores (and maps): the GPU kernel where it applies (one tile,
-        no statistics, max rule, no ROI), else the CPU head."""
-        if not self.fused or valid is not None:
+        """Stitched host scale maps (+ bool valid region) -> scores (and maps): the GPU kernel where it
+        applies (one tile, max rule; statistics and the valid region in the kernel), else the CPU head."""
+        if not self.fused:
             return super().head(scale_maps, valid, want_maps)
         with self._lock:
             self._require_open()
             try:
-                scores, maps = self._head.scores_and_maps(list(scale_maps), want_maps=want_maps)
+                scores, maps = self._head.scores_and_maps(list(scale_maps), want_maps=want_maps, valid=valid)
             except CudaHeadError as exc:
                 raise EngineError(f"tensorrt engine head: {exc}") from exc
-        return EngineResult(scores, maps)
+        if not want_maps:
+            return EngineResult(scores)
+        return EngineResult(scores, self._fill_outside(maps, valid), valid)
 
     def infer_prepared(self, batch: np.ndarray, want_maps: bool = False, valid=None) -> EngineResult:
-        """Fitted uint8 N x H x W x 3 RGB -> scores (and maps). On the fused path the scale maps stay
-        on the GPU (the margin is reflect-padded on the host, the head crops it)."""
-        if not self.fused or valid is not None:
+        """Fitted uint8 N x H x W x 3 RGB (+ bool N x H x W valid region) -> scores (and maps). On the
+        fused path the scale maps stay on the GPU (the margin is reflect-padded on the host, the head
+        crops it); statistics and the valid region are applied by the kernel, the outside of the
+        valid region of returned maps is filled on the host. Tiled / top-k engines: the CPU head."""
+        if not self.fused:
             return super().infer_prepared(batch, want_maps, valid)
         self.check_batch(batch)
-        batch = self.grid.pad(batch)
+        if valid is not None and np.shape(valid) != batch.shape[:3]:
+            raise EngineError(f"valid region {np.shape(valid)} does not match the batch {batch.shape[:3]}")
+        padded = self.grid.pad(batch)
         scores, maps = [], []
         with self._lock:
             self._require_open()
             try:
-                for chunk in self._chunks(batch):
+                for i in range(0, len(padded), self.max_batch):
+                    chunk = np.ascontiguousarray(padded[i:i + self.max_batch])
+                    part = None if valid is None else valid[i:i + self.max_batch]
+                    # the previous chunk was synchronised: the head's mask staging memory is free
+                    valid_ptr, valid_stride = self._head.upload_valid(part, len(chunk))
                     n = self._enqueue_model(chunk)
-                    self._head.enqueue(self._device_map_ptrs(), n, want_maps)
+                    self._head.enqueue(self._device_map_ptrs(), n, want_maps, valid_ptr, valid_stride)
                     self._head.synchronize()
                     s, m = self._head.results(n, want_maps)
                     scores.append(s)
                     if want_maps:
-                        maps.append(m)
+                        maps.append(self._fill_outside(m, part))
             except CudaHeadError as exc:
                 raise EngineError(f"tensorrt engine: {exc}") from exc
-        return EngineResult(np.concatenate(scores).astype(np.float32), np.concatenate(maps) if want_maps else None)
+            except ValueError as exc:
+                raise EngineError(f"tensorrt engine: {exc}") from exc
+        scores = np.concatenate(scores).astype(np.float32)
+        if not want_maps:
+            return EngineResult(scores)
+        return EngineResult(scores, np.concatenate(maps), valid)
 
     def _synchronize(self) -> None:
         check_cuda(cudart().cudaStreamSynchronize(self._stream_handle), "cudaStreamSynchronize")

@@ -15,21 +15,33 @@
 //
 //   1. rows_times_right      T[n, k, x] = sum_j m_s[n, i, j] * R_s^T[j, x]   (k = row i of scale s)
 //                            N x K x W scratch; also resets keys[n] to ORDERED_MIN.
-//   2. left_times_rows_max   out[n, y, x] = sum_k L^T[k, y] * T[n, k, x]     (one tiled SGEMM per
-//                            image, 64 x 64 output tile per block, 4 x 4 per thread); the block's
-//                            max goes to keys[n] with atomicMax on an order-preserving int key;
-//                            the map is written only when write_map != 0.
+//   2. left_times_rows_max   acc[n, y, x] = sum_k L^T[k, y] * T[n, k, x]     (one tiled SGEMM per
+//                            image, 64 x 64 output tile per block, 4 x 4 per thread), then per pixel
+//                            (the epilogue, p = y * W + x):
+//                              v = acc;  if (mean) v = (v - mean[p]) * inv_std[p]   (two float32
+//                                  ops, rounded separately: exactly numpy's GoodStats.apply)
+//                              the map (when write_map != 0) gets v, every pixel;
+//                              the max takes v only where valid == 0 (no mask) or
+//                                  valid[n * valid_stride + p] != 0 (the valid region).
+//                            The block's max goes to keys[n] with atomicMax on an order-preserving
+//                            int key; a block without a valid pixel leaves keys[n] alone.
 //   3. decode_scores         scores[n] = float of keys[n].
 //
 // Order-preserving key: for IEEE-754 float bits b (as int32), key = b >= 0 ? b : b ^ 0x7FFFFFFF is
 // strictly increasing in the float value (-0 < +0 by one step), so atomicMax on keys is a float max
 // for ANY finite or infinite value, negative ones included (fp16 engines and float rounding can
-// produce values slightly below 0). NaN is canonicalised to key 0x7FFFFFFF (the largest key), so a
-// NaN anywhere makes the score NaN, as numpy's max does. A key never written (ORDERED_MIN) decodes
-// to a NaN as well: fail closed.
+// produce values slightly below 0). Fail closed, as core.scoring.image_scores: a non-finite value
+// (NaN, +-inf) at a pixel that enters the max is taken as NaN, and NaN is canonicalised to key
+// 0x7FFFFFFF (the largest key), so the score is NaN. A key never written (ORDERED_MIN: the image
+// has no valid pixel) decodes to a NaN as well. Since every value entering the max is finite or
+// NaN, a block max of -inf (the neutral element) means "no valid pixel here": no atomicMax.
 //
 // Inputs: float32, C-contiguous; m_s N x h_s x w_s (unused scales: h = w = 0, pointer 0).
-// Outputs: scores float32 N; out_map float32 N x H x W (only when write_map != 0).
+// Good-part statistics mean, inv_std float32 H x W (the output size), both 0 = no normalisation.
+// Valid region uint8 (0 = not scored): N x H x W with valid_stride = H * W, or one H x W mask for
+// the whole batch with valid_stride = 0; valid = 0 (null) = every pixel is scored.
+// Outputs: scores float32 N; out_map float32 N x H x W (only when write_map != 0; normalised, and
+// written at every pixel, valid or not: the host fills the outside).
 // Tile constants are passed by the host (cuda_head.py) as macros; the defaults below must match it.
 
 #ifndef BM
@@ -79,6 +91,12 @@ __device__ __forceinline__ float key_to_float(int k)
     return __int_as_float(k >= 0 ? k : (k ^ 0x7FFFFFFF));
 }
 
+// a value entering the max: finite values as they are, NaN and +-inf as NaN (fail closed)
+__device__ __forceinline__ float finite_or_nan(float v)
+{
+    return fabsf(v) <= 3.402823466e+38f ? v : __int_as_float(0x7fc00000);
+}
+
 // max that propagates NaN (once NaN, stays NaN)
 __device__ __forceinline__ float nan_max(float m, float v)
 {
@@ -114,7 +132,8 @@ rows_times_right(const float* __restrict__ m0, const float* __restrict__ m1, con
 
 extern "C" __global__ void __launch_bounds__(TX * TY)
 left_times_rows_max(const float* __restrict__ left_t, const float* __restrict__ t_cat, int* __restrict__ keys,
-                    float* __restrict__ out_map, int K, int H, int W, int write_map)
+                    float* __restrict__ out_map, const float* __restrict__ mean, const float* __restrict__ inv_std,
+                    const unsigned char* __restrict__ valid, int valid_stride, int K, int H, int W, int write_map)
 {
     __shared__ float ls[BK][BM];                // L^T tile: ls[c][r] = L^T[k0 + c, y0 + r]
     __shared__ float ts[BK][BN];                // T tile:   ts[c][r] = T[n, k0 + c, x0 + r]
@@ -159,16 +178,23 @@ left_times_rows_max(const float* __restrict__ left_t, const float* __restrict__ 
         __syncthreads();
     }
 
-    float local = __int_as_float(0xff800000);   // -inf: neutral for the max
+    const float neg_inf = __int_as_float(0xff800000);
+    const unsigned char* vn = valid ? valid + (u64)n * valid_stride : valid;
+    float* map_n = write_map ? out_map + (u64)n * H * W : out_map;
+    float local = neg_inf;                      // -inf: neutral for the max
 #pragma unroll
     for (int a = 0; a < RM; ++a) {
         const int y = y0 + ty + a * TY;
+        if (y >= H) continue;
 #pragma unroll
         for (int b = 0; b < RN; ++b) {
             const int x = x0 + tx + b * TX;
-            if (y < H && x < W) {
-                local = nan_max(local, acc[a][b]);
-                if (write_map) out_map[((u64)n * H + y) * W + x] = acc[a][b];
+            if (x < W) {
+                const int p = y * W + x;            // < H * W, an int (host: H * W < 2^31)
+                float v = acc[a][b];
+                if (mean) v = __fmul_rn(__fsub_rn(v, mean[p]), inv_std[p]);  // never contracted
+                if (!vn || vn[p]) local = nan_max(local, finite_or_nan(v));
+                if (write_map) map_n[p] = v;
             }
         }
     }
@@ -178,7 +204,7 @@ left_times_rows_max(const float* __restrict__ left_t, const float* __restrict__ 
         if (tid < s) red[tid] = nan_max(red[tid], red[tid + s]);
         __syncthreads();
     }
-    if (tid == 0) atomicMax(&keys[n], ordered_key(red[0]));
+    if (tid == 0 && red[0] != neg_inf) atomicMax(&keys[n], ordered_key(red[0]));
 }
 
 extern "C" __global__ void decode_scores(const int* __restrict__ keys, float* __restrict__ scores, int n)

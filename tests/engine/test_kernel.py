@@ -1,6 +1,7 @@
 """The GPU map head: CUDA source compiles (NVRTC, no GPU needed), the numpy emulator of the kernel's
-indexing equals MapHead and the plain reference (interpolate + scipy blur), the order-preserving key
-trick behind atomicMax, and - on a GPU - the real kernel against MapHead."""
+indexing equals MapHead and the plain reference (interpolate + scipy blur), with good-part statistics
+and a valid region it equals GoodStats.apply + image_scores, the order-preserving key trick behind
+atomicMax, and - on a GPU - the real kernel against MapHead (+ statistics and valid region)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from inspector.core.map_head import MapHead
+from inspector.core.scoring import GoodStats, image_scores
 from inspector.engine import cuda_head as ch
 
 
@@ -162,6 +164,137 @@ def test_emulator_rejects_wrong_shapes():
         ch.emulate_head(ops, _maps([(16, 16), (8, 8)], 1))
 
 
+# ---------------------------------------------------------------- (b2) statistics and the valid region
+# The kernel's epilogue: z = (acc - mean) * inv_std (two float32 roundings), the max over valid pixels.
+# The emulator's epilogue is bit-exact against GoodStats.apply / image_scores on its own raw maps; against
+# the numpy head (MapHead + GoodStats + image_scores) the difference is the head's float32 rounding
+# (~2e-7 raw) times inv_std: asserted as <= 1e-6 in raw map units and <= 1e-5 absolute on z (the bar).
+
+# inspection size (H, W), reflect margin (the head's crop): non-square, square-ish odd, a real margin
+STAT_CASES = [((64, 96), 16, 3), ((96, 160), 0, 2), ((70, 45), 5, 3), ((32, 64), 16, 2)]
+
+
+def _cropped_head(size, margin):
+    H, W = size[0] + 2 * margin, size[1] + 2 * margin
+    head = MapHead((H, W), [(H // s, W // s) for s in (4, 8, 16)], crop=margin)
+    return head, ch.HeadOperators.build(head.image_size, head.scale_shapes, crop=margin)
+
+
+def _stats_for(head, seed=1):
+    return GoodStats.fit(head.maps(_maps(head.scale_shapes, 6, seed=seed, low=0.05, high=0.25)))
+
+
+def _masks(out_size, n, seed=4):
+    rng = np.random.default_rng(seed)
+    per_image = rng.random((n, *out_size)) < 0.6
+    per_image[0, :, : out_size[1] // 3] = False                 # an ROI-like band
+    per_image[-1] = False                                       # no valid pixel: NaN
+    shared = np.zeros(out_size, bool)
+    shared[out_size[0] // 4: -out_size[0] // 4 or None, 3:] = True   # a letterbox-like window
+    return per_image, shared
+
+
+def _numpy_head(head, stats, maps, valid):
+    z = stats.apply(head.maps(maps))
+    return z, image_scores(z, valid=valid)
+
+
+@pytest.mark.parametrize("size,margin,n", STAT_CASES)
+def test_emulated_kernel_with_stats_and_valid_equals_the_numpy_head(size, margin, n):
+    head, ops = _cropped_head(size, margin)
+    assert ops.image_size == head.out_size == size
+    stats = _stats_for(head)
+    maps = _maps(head.scale_shapes, n, seed=n + size[1])
+    per_image, shared = _masks(size, n)
+    raw_scores, raw = ch.emulate_head(ops, maps)
+    for valid in (per_image, shared, None):
+        scores, z = ch.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=valid)
+        assert z.dtype == np.float32 and z.shape == (n, *size) and scores.dtype == np.float32
+        # the epilogue mirrors numpy exactly: bit for bit on the emulator's own raw maps
+        np.testing.assert_array_equal(z, stats.apply(raw))
+        np.testing.assert_array_equal(scores, image_scores(stats.apply(raw), valid=valid))
+        ref_z, ref_scores = _numpy_head(head, stats, maps, valid)
+        np.testing.assert_allclose(z, ref_z, rtol=0, atol=1e-5)
+        assert (np.abs(z - ref_z) / stats.inv_std).max() <= 1e-6       # in raw map units
+        np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-5)  # NaN where ref is NaN
+        only_scores, none = ch.emulate_head(ops, maps, want_maps=False, mean=stats.mean,
+                                            inv_std=stats.inv_std, valid=valid)
+        assert none is None and np.array_equal(only_scores, scores, equal_nan=True)
+    assert np.isnan(ch.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=per_image)[0][-1])
+    # a valid region without statistics: raw maps, max over the region
+    scores, full = ch.emulate_head(ops, maps, valid=per_image)
+    np.testing.assert_array_equal(full, raw)
+    np.testing.assert_array_equal(scores, image_scores(raw, valid=per_image))
+    assert np.array_equal(ch.emulate_head(ops, maps, valid=np.ones(size, bool))[0], raw_scores)
+
+
+def test_shared_mask_equals_the_same_mask_per_image():
+    head, ops = _cropped_head((64, 96), 16)
+    stats, maps = _stats_for(head), _maps(head.scale_shapes, 3, seed=8)
+    _, shared = _masks((64, 96), 3)
+    a = ch.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=shared)
+    b = ch.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std,
+                        valid=np.broadcast_to(shared, (3, 64, 96)).astype(np.uint8) * 7)  # any nonzero = valid
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_an_image_without_valid_pixels_keeps_its_key_and_decodes_to_nan():
+    head, ops = _cropped_head((96, 160), 0)
+    maps = _maps(head.scale_shapes, 3, seed=2)
+    valid = np.ones((3, 96, 160), bool)
+    valid[1] = False
+    valid[2] = False
+    valid[2, 95, 159] = True                                     # one pixel, in the last partial tile
+    t_cat, keys = ch.emulate_rows_times_right(ops, maps, 3)
+    ch.emulate_left_times_rows_max(ops, t_cat, keys, False, valid=valid)
+    assert keys[1] == ch.ORDERED_MIN and keys[0] != ch.ORDERED_MIN and keys[2] != ch.ORDERED_MIN
+    scores = ch.keys_to_float(keys)
+    _, full = ch.emulate_head(ops, maps)                          # the same raw maps, bit for bit
+    assert np.isnan(scores[1]) and scores[0] == full[0].max() and scores[2] == full[2, 95, 159]
+    t_cat, keys = ch.emulate_rows_times_right(ops, maps, 3)      # an empty shared mask: all NaN
+    ch.emulate_left_times_rows_max(ops, t_cat, keys, False, valid=np.zeros((96, 160), bool))
+    assert np.all(keys == ch.ORDERED_MIN) and np.all(np.isnan(ch.keys_to_float(keys)))
+
+
+def test_non_finite_values_count_only_inside_the_valid_region():
+    head, ops = _cropped_head((64, 96), 16)
+    stats, maps = _stats_for(head), _maps(head.scale_shapes, 2, seed=5)
+    mean = stats.mean.copy()
+    mean[10, 20] = -3e38                                        # (v - mean) * inv_std overflows: +inf there
+    mean[30, 40] = np.nan                                       # and NaN here
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref = GoodStats(mean, stats.inv_std, 2).apply(head.maps(maps))
+    assert np.isposinf(ref[:, 10, 20]).all() and np.isnan(ref[:, 30, 40]).all()
+    valid = np.ones((2, 64, 96), bool)
+    valid[1, 10, 20] = valid[1, 30, 40] = False
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores, z = ch.emulate_head(ops, maps, mean=mean, inv_std=stats.inv_std, valid=valid)
+        only_inf, _ = ch.emulate_head(ops, maps, mean=mean, inv_std=stats.inv_std,
+                                      valid=np.broadcast_to(np.arange(96) == 20, (64, 96)))
+    assert np.isposinf(z[:, 10, 20]).all() and np.isnan(z[:, 30, 40]).all()   # the map holds them as computed
+    assert np.isnan(scores[0]) and np.isfinite(scores[1])         # fail closed only where it is scored
+    np.testing.assert_array_equal(scores, image_scores(ref, valid=valid))
+    assert np.isnan(only_inf).all()                               # +inf scores NaN, as image_scores does
+    # a NaN in a scale map reaches every pixel through the dense head: NaN whatever the region
+    nan_maps = [m.copy() for m in maps]
+    nan_maps[0][1, 0, 0] = np.nan
+    scores, _ = ch.emulate_head(ops, nan_maps, mean=stats.mean, inv_std=stats.inv_std, valid=valid)
+    assert np.isnan(scores[1]) and np.isfinite(scores[0])
+
+
+def test_emulator_rejects_bad_statistics_and_masks():
+    head, ops = _cropped_head((64, 96), 16)
+    stats, maps = _stats_for(head), _maps(head.scale_shapes, 2)
+    with pytest.raises(ValueError, match="together"):
+        ch.emulate_head(ops, maps, mean=stats.mean)
+    with pytest.raises(ValueError, match="do not match"):
+        ch.emulate_head(ops, maps, mean=np.zeros((96, 128), np.float32), inv_std=np.ones((96, 128), np.float32))
+    with pytest.raises(ValueError, match="valid region"):
+        ch.emulate_head(ops, maps, valid=np.ones((3, 64, 96), bool))
+    with pytest.raises(ValueError, match="valid region"):
+        ch.emulate_head(ops, maps, valid=np.ones((96, 128), bool))
+
+
 # ---------------------------------------------------------------- order-preserving keys (atomicMax)
 
 def _interesting_floats(rng, n):
@@ -274,6 +407,29 @@ def test_gpu_kernel_equals_emulator_bit_for_bit_on_scores(gpu_head_factory):
     np.testing.assert_allclose(gpu_scores, emu_scores, rtol=3e-7)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("size,margin,n", STAT_CASES)
+def test_gpu_kernel_with_stats_and_valid_equals_the_numpy_head(size, margin, n, gpu_head_factory):
+    _skip_without_gpu()
+    head, ops = _cropped_head(size, margin)
+    stats = _stats_for(head)
+    gpu = gpu_head_factory(head.image_size, head.scale_shapes, crop=margin, stats=stats, max_batch=1)
+    maps = _maps(head.scale_shapes, n, seed=n + size[1])
+    per_image, shared = _masks(size, n)
+    for valid in (per_image, shared, None):
+        scores, z = gpu.scores_and_maps(maps, want_maps=True, valid=valid)
+        ref_z, ref_scores = _numpy_head(head, stats, maps, valid)
+        np.testing.assert_allclose(z, ref_z, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-5)   # NaN for the empty image
+        emu_scores, emu_z = ch.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=valid)
+        np.testing.assert_allclose(z, emu_z, rtol=3e-7, atol=1e-6)
+        only, none = gpu.scores_and_maps(maps, want_maps=False, valid=valid)
+        assert none is None and np.array_equal(only, scores, equal_nan=True)
+    gpu.set_stats(None)
+    scores, full = gpu.scores_and_maps(maps, want_maps=True)
+    np.testing.assert_allclose(full, head.maps(maps), rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- the host side on a fake device
 # CudaMapHead's plumbing (allocations, copies, argument order, launch geometry, buffer growth, cleanup)
 # run against a fake CUDA runtime whose "device memory" is host memory and whose kernel launches run
@@ -370,6 +526,7 @@ class FakeCudaCore:
     def __init__(self, runtime: FakeRuntime):
         self.rt = runtime
         self.launches: list[str] = []
+        self.stage2_args: list[dict] = []
         outer = self
 
         class Device:
@@ -430,13 +587,24 @@ class FakeCudaCore:
         _view(t_cat, np.float32, (n, K, W))[:] = t
         _view(keys, np.int32, (n,))[:] = k
 
-    def _left_times_rows_max(self, cfg, left_t, t_cat, keys, out_map, K, H, W, write_map):
+    def _left_times_rows_max(self, cfg, left_t, t_cat, keys, out_map, mean, inv_std, valid, valid_stride,
+                             K, H, W, write_map):
         n = cfg.grid[2]
         assert (cfg.grid, cfg.block) == ch.stage2_launch(W, H, n)
         ops = ch.HeadOperators((H, W), [(K, 1)], _view(left_t, np.float32, (K, H)), np.zeros((1, W), np.float32),
                                (K, 0, 0), (1, 0, 0))
+        assert (mean == 0) == (inv_std == 0), "mean and inv_std go together"
+        stats = {"mean": _view(mean, np.float32, (H, W)), "inv_std": _view(inv_std, np.float32, (H, W))} if mean else {}
+        if valid:
+            assert valid_stride in (0, H * W)
+            mask = _view(valid, np.uint8, (n, H, W) if valid_stride else (H, W))
+        else:
+            assert valid_stride == 0
+            mask = None
+        self.stage2_args.append({"stats": bool(mean), "valid": bool(valid), "valid_stride": valid_stride})
         key_view = _view(keys, np.int32, (n,))
-        out = ch.emulate_left_times_rows_max(ops, _view(t_cat, np.float32, (n, K, W)), key_view, bool(write_map))
+        out = ch.emulate_left_times_rows_max(ops, _view(t_cat, np.float32, (n, K, W)), key_view, bool(write_map),
+                                             valid=mask, **stats)
         if write_map:
             _view(out_map, np.float32, (n, H, W))[:] = out
         else:
@@ -497,3 +665,39 @@ def test_head_on_a_shared_stream_leaves_it_alone(fake_cuda):
     assert scores.shape == (1,)
     head.close()
     assert rt.streams == {stream} and rt.live == {}
+
+
+def test_head_with_stats_and_valid_on_a_fake_device(fake_cuda):
+    rt, cc = fake_cuda
+    head, ops = _cropped_head((64, 96), 16)
+    stats = _stats_for(head)
+    gpu = ch.CudaMapHead(head.image_size, head.scale_shapes, crop=16, stats=stats, max_batch=2)
+    assert gpu.image_size == (64, 96) and gpu.stats is stats
+    for n in (2, 4, 1):                                                  # 4 > max_batch: buffers grow
+        maps = _maps(head.scale_shapes, n, seed=n)
+        per_image, shared = _masks((64, 96), n)
+        for valid, stride in ((per_image, 64 * 96), (shared, 0), (None, 0)):
+            rt.copies.clear()
+            scores, z = gpu.scores_and_maps(maps, want_maps=True, valid=valid)
+            ref_z, ref_scores = _numpy_head(head, stats, maps, valid)
+            np.testing.assert_allclose(z, ref_z, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-5)
+            assert cc.stage2_args[-1] == {"stats": True, "valid": valid is not None, "valid_stride": stride}
+            mask_bytes = 0 if valid is None else (n if valid.ndim == 3 else 1) * 64 * 96
+            assert [c for c in rt.copies if c[0] == "h2d"][len(maps):] == ([("h2d", mask_bytes)] if mask_bytes else [])
+    with pytest.raises(ValueError, match="valid region"):
+        gpu.scores_and_maps(maps, valid=np.ones((96, 128), bool))
+    with pytest.raises(ValueError):
+        gpu.set_stats(GoodStats(np.zeros((96, 128), np.float32), np.ones((96, 128), np.float32), 2))
+    assert gpu.stats is stats                                            # a refused upload changes nothing
+    gpu.set_stats(None)
+    scores, full = gpu.scores_and_maps(maps, want_maps=True)
+    assert cc.stage2_args[-1] == {"stats": False, "valid": False, "valid_stride": 0} and "mean" not in gpu._buffers
+    np.testing.assert_allclose(full, head.maps(maps), rtol=1e-5, atol=1e-6)
+    gpu.set_stats(stats)
+    np.testing.assert_allclose(gpu.scores_and_maps(maps)[0], _numpy_head(head, stats, maps, None)[1], atol=1e-5)
+    gpu.close()
+    assert rt.live == {} and rt.streams == set()
+    with pytest.raises(ValueError, match="do not match"):                # checked before any CUDA work
+        ch.CudaMapHead(head.image_size, head.scale_shapes, stats=stats)
+    assert rt.live == {} and rt.streams == set()

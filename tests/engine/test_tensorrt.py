@@ -192,9 +192,19 @@ _fakes = _kernel_test_module()
 FakeCudaCore, FakeRuntime, _view = _fakes.FakeCudaCore, _fakes.FakeRuntime, _fakes._view
 
 
-def _tiny_onnx(folder: Path, H: int = 64, W: int = 96) -> Path:
-    """uint8 N x H x W x 3 -> three float32 maps (mean colour per s x s cell / 255) + manifest."""
+def _tiny_onnx(folder: Path, H: int = 64, W: int = 96, *, config: dict | None = None, stats=None,
+               stem: str = "tiny") -> Path:
+    """uint8 N x th x tw x 3 tiles -> three float32 maps (mean colour per s x s cell / 255) + manifest for
+    an H x W inspection; ``config`` (margin, tile_size, fit, score) sets the tile size, ``stats`` (GoodStats)
+    is saved next to it and named in the manifest's head block."""
     onnx = pytest.importorskip("onnx")
+    from inspector.core.geometry import TileGrid
+    from inspector.engine.manifest import stats_path
+    config = dict(config or {})
+    margin = int(config.get("margin") or 0)
+    grid = (TileGrid((H, W), tuple(config["tile_size"]), margin, (4, 8, 16)) if config.get("tile_size")
+            else TileGrid.single((H, W), margin, (4, 8, 16)))
+    image_size, (H, W) = [H, W], grid.tile_size
     from onnx import TensorProto, helper
     nodes = [helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT, name="cast"),
              helper.make_node("Transpose", ["f"], ["x"], perm=[0, 3, 1, 2], name="nchw")]
@@ -206,11 +216,15 @@ def _tiny_onnx(folder: Path, H: int = 64, W: int = 96) -> Path:
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", H // s, W // s]))
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", H, W, 3])],
                               outputs, initializer=[helper.make_tensor("scale", TensorProto.FLOAT, [], [1 / 255])])
-    path = folder / "tiny.onnx"
+    path = folder / f"{stem}.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    head = None
+    if stats is not None:
+        sha = stats.save(stats_path(path))
+        head = {"stats": {"file": stats_path(path).name, "sha256": sha, "n_images": stats.n_images}}
     write_manifest(path, {
-        "format": FORMAT, "engine_file": path.name, "engine_sha256": sha256_file(path), "teacher": {}, "config": {},
-        "image_size": [H, W], "precision": "fp32",
+        "format": FORMAT, "engine_file": path.name, "engine_sha256": sha256_file(path), "teacher": {},
+        "config": config, "image_size": image_size, "precision": "fp32", **({"head": head} if head else {}),
         "outputs": [{"name": n, "stride": s, "shape": ["N", H // s, W // s], "dtype": "float32"}
                     for n, s in zip(OUTPUT_NAMES, (4, 8, 16))]})
     return path
@@ -439,3 +453,103 @@ def test_no_gpu_means_no_tensorrt_runtime(fake_gpu, tmp_path, monkeypatch):
     with pytest.raises(EngineError, match="needs an NVIDIA GPU"):
         te.TensorRTEngine(_tiny_onnx(tmp_path))
     assert trt.runtimes == 0
+
+
+def _good_stats(folder: Path, config: dict, H: int = 64, W: int = 96):
+    """Good-part statistics measured with the onnxruntime engine itself (as calibrate does)."""
+    from inspector.core.scoring import GoodStats
+    plain = open_engine("onnxruntime", str(_tiny_onnx(folder, H, W, config=config, stem="plain")))
+    good = np.random.default_rng(7).integers(90, 140, (6, H, W, 3), dtype=np.uint8)
+    return GoodStats.fit(plain.infer_prepared(good, want_maps=True).maps)
+
+
+def _regions(n: int, H: int = 64, W: int = 96) -> np.ndarray:
+    valid = np.ones((n, H, W), bool)
+    valid[0, :, : W // 3] = False                              # an ROI
+    valid[1, : H // 4] = valid[1, -H // 4:] = False            # a letterbox fill
+    valid[2] = False                                           # nothing to judge: NaN (fail closed)
+    valid[3, 5:9, 60:70] = False
+    return valid
+
+
+def test_fused_gpu_head_with_stats_margin_and_valid_region_on_a_fake_gpu(fake_gpu, tmp_path):
+    rt, install = fake_gpu
+    install("10.13.0.35")
+    config = {"margin": 16, "fit": "letterbox"}
+    stats = _good_stats(tmp_path, config)
+    onnx_path = _tiny_onnx(tmp_path, config=config, stats=stats)
+    ref_engine = open_engine("onnxruntime", str(onnx_path))
+    assert ref_engine.stats is not None and ref_engine.stats.sha256 == stats.sha256
+    engine = open_engine("tensorrt", str(onnx_path), max_batch=2, fp16=False, cache_dir=str(tmp_path / "plans"))
+    cc = ch.import_cuda_core()
+    try:
+        assert engine.fused and engine.stats.sha256 == stats.sha256 and engine._head.stats is engine.stats
+        assert engine.input_size == (96, 128) and engine._head.image_size == (64, 96)
+        x = np.random.default_rng(3).integers(0, 255, (5, 64, 96, 3), dtype=np.uint8)
+        valid = _regions(5)
+        # the statistics scale the head's float32 rounding (~1e-7 on raw maps ~1.4) by inv_std (here up
+        # to ~220: good parts' std ~5e-3): 1e-6 in raw map units, i.e. |dz| <= 1e-6 * max(inv_std)
+        tol = 1e-6 * float(stats.inv_std.max())
+        for v in (valid, None):
+            ref = ref_engine.infer_prepared(x, want_maps=True, valid=v)
+            cc.stage2_args.clear()
+            got = engine.infer_prepared(x, want_maps=True, valid=v)     # chunks of 2, 2, 1
+            assert [a["stats"] for a in cc.stage2_args] == [True] * 3    # the kernel normalised (fused path)
+            assert [a["valid"] for a in cc.stage2_args] == [v is not None] * 3
+            np.testing.assert_allclose(got.scores, ref.scores, rtol=0, atol=tol)
+            np.testing.assert_allclose(got.maps, ref.maps, rtol=0, atol=tol)   # outside: the valid minimum
+            assert (got.valid is None) == (v is None) and (v is None or np.array_equal(got.valid, v))
+            only = engine.infer_prepared(x, valid=v)
+            assert only.maps is None and np.array_equal(only.scores, got.scores, equal_nan=True)
+        assert np.isfinite(got.scores).all()                             # without a region (last pass)
+        assert np.isnan(engine.infer_prepared(x, valid=valid).scores[2])
+        rt.copies.clear()
+        engine.infer_prepared(x[:2], valid=valid[:2])
+        d2h = [c for c in rt.copies if c[0] == "d2h"]
+        assert d2h == [("d2h", 8)] and ("h2d", 2 * 64 * 96) in rt.copies    # scores back, the mask up
+        # camera images through the letterbox fit, with an ROI: the valid region reaches the kernel
+        cams = [np.random.default_rng(i).integers(0, 255, (40, 120, 3), dtype=np.uint8) for i in range(3)]
+        rois = [None, np.ones((40, 120), bool), None]
+        rois[1][:, :30] = False
+        ref = ref_engine.infer(cams, "rgb8", want_maps=True, rois=rois)
+        got = engine.infer(cams, "rgb8", want_maps=True, rois=rois)
+        assert ref.valid is not None and not ref.valid.all()
+        np.testing.assert_allclose(got.scores, ref.scores, rtol=0, atol=tol)
+        np.testing.assert_allclose(got.maps, ref.maps, rtol=0, atol=tol)
+        # the Engine.head hook on host scale maps takes the same GPU path
+        scale = ref_engine.scale_maps(engine.grid.pad(x[:4]))
+        head = engine.head(scale, valid[:4], want_maps=True)
+        ref = ref_engine.head(scale, valid[:4], want_maps=True)
+        np.testing.assert_allclose(head.scores, ref.scores, rtol=0, atol=tol)
+        np.testing.assert_allclose(head.maps, ref.maps, rtol=0, atol=tol)
+        with pytest.raises(EngineError, match="valid region"):
+            engine.infer_prepared(x, valid=valid[:3])
+    finally:
+        engine.close()
+    assert rt.live == {} and rt.streams == set()
+
+
+@pytest.mark.parametrize("config", [{"score": {"rule": "topk", "fraction": 0.01}, "margin": 16},
+                                    {"tile_size": [64, 64], "margin": 16}], ids=["topk", "tiled"])
+def test_topk_and_tiled_engines_use_the_cpu_head_on_a_fake_gpu(fake_gpu, tmp_path, config):
+    rt, install = fake_gpu
+    install("10.13.0.35")
+    stats = _good_stats(tmp_path, config)
+    onnx_path = _tiny_onnx(tmp_path, config=config, stats=stats)
+    ref_engine = open_engine("onnxruntime", str(onnx_path))
+    engine = open_engine("tensorrt", str(onnx_path), max_batch=2, fp16=False, cache_dir=str(tmp_path / "plans"))
+    cc = ch.import_cuda_core()
+    try:
+        assert not engine.fused
+        x = np.random.default_rng(4).integers(0, 255, (4, 64, 96, 3), dtype=np.uint8)
+        valid = _regions(4)
+        cc.launches.clear()
+        got = engine.infer_prepared(x, want_maps=True, valid=valid)
+        ref = ref_engine.infer_prepared(x, want_maps=True, valid=valid)
+        assert cc.launches == []                                        # no head kernel ran
+        np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(got.maps, ref.maps, rtol=1e-6, atol=1e-6)
+        assert np.isnan(got.scores[2])
+    finally:
+        engine.close()
+    assert rt.live == {} and rt.streams == set()
