@@ -57,7 +57,8 @@ from mcap.writer import CompressionType, Writer
 
 from inspector import __version__
 from inspector.line import wire
-from inspector.model.data import DatasetError, list_images, read_image
+from inspector.core import dataset_layout
+from inspector.core.images import DatasetError, read_image
 from inspector.line.wire import FrameHeader, Verdict, WireError
 
 log = logging.getLogger(__name__)
@@ -692,16 +693,11 @@ def _resize(image: np.ndarray, image_size: int | tuple[int, int] | None) -> np.n
 
 def _folder_samples(mvtec_dir: Path) -> list[tuple[str, Path]]:
     """(kind, image path) of ``mvtec_dir/test/<kind>/*``, sorted by kind then name."""
-    test_dir = mvtec_dir / "test"
-    if not test_dir.is_dir():
+    if not dataset_layout.has_split(mvtec_dir):
         raise RecordingError(f"{mvtec_dir}: not an MVTec AD-layout folder (no test/ folder)")
-    samples = [
-        (kind_dir.name, path)
-        for kind_dir in sorted(p for p in test_dir.iterdir() if p.is_dir())
-        for path in list_images(kind_dir)
-    ]
+    samples = [(kind, path) for kind, paths in dataset_layout.files_by_kind(mvtec_dir).items() for path in paths]
     if not samples:
-        raise RecordingError(f"{test_dir}: no test images")
+        raise RecordingError(f"{mvtec_dir / dataset_layout.TEST}: no test images")
     return samples
 
 
