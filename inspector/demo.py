@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from .line.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, Verdict, WireError, decode_message
+from .line import transport
+from .line.wire import Heartbeat, Verdict, WireError, decode_message
 from .core.ports import free_port
 
 CAMERAS = ("cam0", "cam1")
@@ -144,11 +145,7 @@ class VerdictTap:
     """Subscribes to the daemon's verdicts, as the demo's own view of the line."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str):
-        self.sock = ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.RCVHWM, 100_000)
-        for topic in (TOPIC_VERDICT, TOPIC_HEARTBEAT):
-            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
-        self.sock.connect(endpoint)
+        self.sock = transport.verdict_subscriber(ctx, endpoint)
         self.verdicts: list[Verdict] = []
         self.ready = False
         self.malformed = 0

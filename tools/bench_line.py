@@ -91,7 +91,8 @@ import zmq  # noqa: E402
 from pymodbus.client import ModbusTcpClient  # noqa: E402
 
 from inspector.plc import modbus_map as mm  # noqa: E402
-from inspector.line.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, WireError, decode_message  # noqa: E402
+from inspector.line import transport  # noqa: E402
+from inspector.line.wire import Heartbeat, WireError, decode_message  # noqa: E402
 from inspector.core.ports import free_port
 from inspector.demo import last_json_line  # noqa: E402
 
@@ -370,12 +371,7 @@ class VerdictCollector:
 
     def __init__(self, endpoint: str) -> None:
         self.context = zmq.Context()
-        self.sock = self.context.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.RCVHWM, 1_000_000)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        for topic in (TOPIC_VERDICT, TOPIC_HEARTBEAT):
-            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
-        self.sock.connect(endpoint)
+        self.sock = transport.verdict_subscriber(self.context, endpoint)
         self.lock = threading.Lock()
         self.records: list[tuple] = []
         self.ready = False

@@ -49,7 +49,7 @@ import sdnotify
 import zmq
 from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram
 
-from inspector.line import wire
+from inspector.line import transport, wire
 from inspector.line.batching import EngineTimeEstimate, MicroBatcher
 from inspector.line.config import Config, ConfigError, check_config, load_config, parse_host_port
 from inspector.engine import Engine, EngineError, open_engine
@@ -66,7 +66,6 @@ MAX_TRACKED_CAMERAS = 4096       # sequence tracking forgets everything beyond (
 MAX_LABELLED_CAMERAS = 64        # metric label values for camera ids; the rest count as "other"
 RECV_BURST = 256                 # messages taken per poll before the loop looks at anything else
 LOOP_TICK_S = 0.05               # longest poll: stop / reload requests are seen this fast
-VERDICT_SNDHWM = 100_000         # verdicts are ~200 bytes: never drop for a briefly slow subscriber
 ENGINE_STALL_MIN_S = 10.0        # liveness fails when one engine call runs longer than this ...
 ENGINE_STALL_FACTOR = 50.0       # ... or this many times the expected batch time, whichever is more
 LOG_FIRST = 10                   # per-kind noisy events: log the first N, then every LOG_EVERY-th
@@ -410,15 +409,15 @@ class Daemon:
         cfg = self.config.daemon
         sockets: list[zmq.Socket] = []
         try:
-            self.pub = self._socket(zmq.PUB, sockets, sndhwm=VERDICT_SNDHWM)
+            self.pub = self._keep(transport.publisher(self.context), sockets)
             self._bind(self.pub, cfg.verdicts, "verdicts")
             self.tap = None
             if cfg.tap:
-                self.tap = self._socket(zmq.PUB, sockets, sndhwm=cfg.tap_hwm)
+                self.tap = self._keep(transport.publisher(self.context, hwm=cfg.tap_hwm), sockets)
                 self._bind(self.tap, cfg.tap, "tap")
-            self.wake = self._socket(zmq.PAIR, sockets)
+            self.wake = self._keep(transport.wake_pair(self.context), sockets)
             self.wake.bind(self._wake_endpoint)
-            self.pull = self._socket(zmq.PULL, sockets, rcvhwm=cfg.rcvhwm)
+            self.pull = self._keep(transport.frame_pull(self.context, hwm=cfg.rcvhwm), sockets)
             self._bind(self.pull, cfg.frames, "frames")
         except BaseException:
             for sock in sockets:
@@ -428,14 +427,9 @@ class Daemon:
         self.poller.register(self.pull, zmq.POLLIN)
         self.poller.register(self.wake, zmq.POLLIN)
 
-    def _socket(self, kind: int, opened: list, *, sndhwm: int | None = None, rcvhwm: int | None = None) -> zmq.Socket:
-        sock = self.context.socket(kind)
+    @staticmethod
+    def _keep(sock: zmq.Socket, opened: list) -> zmq.Socket:
         opened.append(sock)
-        sock.setsockopt(zmq.LINGER, 0)
-        if sndhwm is not None:
-            sock.setsockopt(zmq.SNDHWM, sndhwm)
-        if rcvhwm is not None:
-            sock.setsockopt(zmq.RCVHWM, rcvhwm)
         return sock
 
     @staticmethod
@@ -689,8 +683,7 @@ class Daemon:
     # ---------------------------------------------------------------------------------- engine worker
 
     def _worker_main(self) -> None:
-        wake = self.context.socket(zmq.PAIR)
-        wake.setsockopt(zmq.LINGER, 0)
+        wake = transport.wake_pair(self.context)
         wake.connect(self._wake_endpoint)
         self._worker_wake = wake
         try:

@@ -37,6 +37,7 @@ from typing import Any
 
 import zmq
 
+from inspector.line import transport
 from inspector.line.sources import FrameSource, SourceError, SourceFrame, open_source, parse_node_value
 from inspector.line.wire import MAX_STR, FrameHeader, WireError, encode_header, send_frame
 
@@ -136,19 +137,11 @@ def _check_settings(camera_id: str, fps: float | None, max_frames: int | None, d
 
 
 def _open_push(context: zmq.Context, endpoint: str, hwm: int, linger_ms: int) -> zmq.Socket:
-    sock = context.socket(zmq.PUSH)
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.LINGER, linger_ms)
-    sock.setsockopt(zmq.SNDTIMEO, int(SEND_POLL_S * 1000))
-    sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a live daemon; block while there is none
-    sock.setsockopt(zmq.RECONNECT_IVL, 100)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
     try:
-        sock.connect(endpoint)
+        return transport.frame_push(context, endpoint, hwm=hwm, send_timeout_ms=int(SEND_POLL_S * 1000),
+                                    linger_ms=linger_ms)
     except zmq.ZMQError as exc:
-        sock.close(linger=0)
         raise GrabberError(f"cannot connect to {endpoint!r}: {exc}") from None
-    return sock
 
 
 class _Sender:

@@ -38,7 +38,8 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from inspector.plc import modbus_map as mm
-from inspector.line.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, Verdict, WireError, decode_message
+from inspector.line import transport
+from inspector.line.wire import Heartbeat, Verdict, WireError, decode_message
 
 log = logging.getLogger(__name__)
 
@@ -892,17 +893,15 @@ def run(args: argparse.Namespace) -> int:
     )
     gateway = Gateway(cameras, writer, args.heartbeat_timeout, metrics)
     context = zmq.Context()
-    socket = context.socket(zmq.SUB)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.setsockopt(zmq.RCVHWM, 100_000)
-    for topic in (TOPIC_VERDICT, TOPIC_HEARTBEAT):
-        socket.setsockopt(zmq.SUBSCRIBE, topic)
+    try:
+        socket = transport.verdict_subscriber(context, args.connect)
+    except zmq.ZMQError as exc:
+        context.term()
+        if sim is not None:
+            sim.stop()
+        raise ValueError(f"--connect {args.connect!r}: {exc}") from None
     started_ns = time.time_ns()
     try:
-        try:
-            socket.connect(args.connect)
-        except zmq.ZMQError as exc:
-            raise ValueError(f"--connect {args.connect!r}: {exc}") from None
         writer.start()
         log.info("gateway: %s -> PLC %s:%d, cameras %s", args.connect, target.host, target.port, list(cameras))
         _receive_loop(socket, gateway, stop)

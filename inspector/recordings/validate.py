@@ -53,7 +53,7 @@ from typing import Any, Iterable
 import numpy as np
 import zmq
 
-from inspector.line import wire
+from inspector.line import transport, wire
 from inspector.line.config import ConfigError, check_config, config_from_dict, engine_manifest, load_config
 from inspector.evaluation.metrics import image_auroc
 from inspector.recordings.recording import RecordingError, open_recording
@@ -489,12 +489,7 @@ def _run_daemon(recording: str | Path, frames: list[ExpectedFrame], config: dict
                 workdir: Path, *, speed: float | None, max_rate: bool, deadline_ms: float | None, timeout_s: float,
                 start_timeout_s: float) -> RunOutcome:
     context = zmq.Context()
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.RCVHWM, 0)  # never drop a verdict on our side
-    sub.setsockopt(zmq.SUBSCRIBE, wire.TOPIC_VERDICT)
-    sub.setsockopt(zmq.SUBSCRIBE, wire.TOPIC_HEARTBEAT)
-    sub.connect(config["daemon"]["verdicts"])
+    sub = transport.verdict_subscriber(context, config["daemon"]["verdicts"])
     daemon = _DaemonProcess(config_path, workdir / f"daemon-{name}.log", workdir / f"daemon-{name}.out")
     stop_replay = threading.Event()
     try:
