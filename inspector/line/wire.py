@@ -31,6 +31,8 @@ import msgpack
 import numpy as np
 import zmq
 
+from inspector.judge.reasons import DECISIONS, REASON_CODES  # noqa: F401 (re-exported)
+
 SCHEMA_VERSION = 1
 PIXEL_FORMATS: dict[str, int] = {"mono8": 1, "bgr8": 3, "rgb8": 3}  # name -> channels
 ENCODINGS = ("raw", "jpeg")
@@ -46,21 +48,8 @@ TOPIC_FRAME = b"frame"
 TOPIC_VERDICT = b"verdict"
 TOPIC_HEARTBEAT = b"heartbeat"
 
-DECISIONS = ("OK", "REJECT", "FAULT")
-# Reason codes in use; any other lower-case snake_case code up to MAX_STR bytes is accepted too,
-# so a new code does not need a schema bump (consumers must treat unknown codes like known ones:
-# the decision field alone drives the PLC).
-REASON_CODES = (
-    "score_above_threshold",
-    "defect_area",
-    "deadline_missed",
-    "decode_error",
-    "engine_error",
-    "sequence_gap",
-    "no_calibration",
-    "overload_dropped",
-    "shutdown",
-)
+# DECISIONS and REASON_CODES: the one table, inspector.judge.reasons. Any other lower-case
+# snake_case reason code up to MAX_STR bytes is accepted too (see there).
 
 WIRE_ERROR_REASONS = (
     "bad_parts",

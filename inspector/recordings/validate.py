@@ -53,6 +53,7 @@ from typing import Any, Iterable
 import numpy as np
 import zmq
 
+from inspector.judge.reasons import DECISIONS
 from inspector.line import transport, wire
 from inspector.line.config import ConfigError, check_config, config_from_dict, engine_manifest, load_config
 from inspector.evaluation.metrics import image_auroc
@@ -73,7 +74,6 @@ REPLAY_SEND_TIMEOUT_S = 10.0     # a frame the daemon does not take within this 
 REPLAY_ERROR_WAIT_S = 2.0        # a replay that failed: how long to wait for verdicts of what it sent
 BIND_ATTEMPTS = 3                # fresh ports when a daemon could not bind (a port taken meanwhile)
 MAX_REPORT_ROWS = 200            # changed frames listed in report.md / on stdout (all are in the JSON)
-DECISIONS = ("OK", "REJECT", "FAULT")
 GOOD_LABEL = "good"
 
 
