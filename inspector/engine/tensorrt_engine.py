@@ -50,8 +50,9 @@ from pathlib import Path
 import numpy as np
 
 from .base import Engine, EngineError, EngineResult, outside_to_minimum
-from .cuda_head import (CudaHeadError, CudaMapHead, DeviceBuffer, PinnedArray, check_cuda, cuda_device_count,
-                        cudart, gpu_name, memcpy_async)
+from .cuda_head import CudaMapHead
+from .cuda_runtime import (CudaHeadError, DeviceBuffer, PinnedArray, check_cuda, cuda_device_count, cudart, gpu_name,
+                           memcpy_async)
 from .manifest import INPUT_NAME, OUTPUT_NAMES, ManifestError, check_expectations, load_stats, read_manifest
 
 log = logging.getLogger(__name__)
