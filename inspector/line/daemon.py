@@ -54,6 +54,7 @@ from inspector.line.batching import EngineTimeEstimate, MicroBatcher
 from inspector.line.config import Config, ConfigError, check_config, load_config, parse_host_port
 from inspector.engine import Engine, EngineError, open_engine
 from inspector.line.health import HealthServer
+from inspector.line.sequence import SequenceTracker
 from inspector.judge.profile import CalibrationProfile, ProfileError, check_profile_matches, load_profile
 from inspector.judge.regions import largest_region_areas
 from inspector.judge.verdict import FAULT, apply_deadline, decide, decision_for, effective_deadline_ns, finite_or_none
@@ -61,8 +62,6 @@ from inspector.judge.verdict import FAULT, apply_deadline, decide, decision_for,
 log = logging.getLogger("inspector.daemon")
 
 UNKNOWN_CAMERA = "unknown"       # camera_id of a FAULT for a message whose camera/seq are unreadable
-MAX_ITEMISED_GAP = 64            # a gap of up to this many frames gets one FAULT per missing seq
-MAX_TRACKED_CAMERAS = 4096       # sequence tracking forgets everything beyond (bounded memory)
 MAX_LABELLED_CAMERAS = 64        # metric label values for camera ids; the rest count as "other"
 RECV_BURST = 256                 # messages taken per poll before the loop looks at anything else
 LOOP_TICK_S = 0.05               # longest poll: stop / reload requests are seen this fast
@@ -126,55 +125,6 @@ class _Throttle:
         self.counts[kind] += 1
         n = self.counts[kind]
         return n <= LOG_FIRST or n % LOG_EVERY == 0
-
-
-# ------------------------------------------------------------------------------------------------
-# Sequence tracking (pure)
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SequenceEvent:
-    """What one (camera, seq) observation means.
-
-    ``missing``: sequence numbers skipped just before this one (0 normally). ``fault_seqs``: the
-    seqs that get a ``sequence_gap`` FAULT: every missing one when ``missing <= max_itemised``,
-    else only ``seq - 1`` (one FAULT summarising the gap; the count is in ``missing``).
-    ``restarted``: seq did not increase (grabber restart): tracking was reset, no gap reported.
-    """
-
-    missing: int = 0
-    fault_seqs: tuple[int, ...] = ()
-    restarted: bool = False
-    previous: int | None = None
-
-
-class SequenceTracker:
-    """Per-camera ``seq`` bookkeeping. The first frame of a camera starts its tracking (the daemon
-    cannot know what came before it started). Not thread safe."""
-
-    def __init__(self, max_itemised: int = MAX_ITEMISED_GAP, max_cameras: int = MAX_TRACKED_CAMERAS) -> None:
-        if max_itemised < 1 or max_cameras < 1:
-            raise ValueError("max_itemised and max_cameras must be >= 1")
-        self.max_itemised = max_itemised
-        self.max_cameras = max_cameras
-        self.last: dict[str, int] = {}
-
-    def observe(self, camera: str, seq: int) -> SequenceEvent:
-        previous = self.last.get(camera)
-        if previous is None and len(self.last) >= self.max_cameras:
-            self.last.clear()  # bounded memory against a flood of made-up camera ids
-        self.last[camera] = seq
-        if previous is None:
-            return SequenceEvent()
-        if seq <= previous:
-            return SequenceEvent(restarted=True, previous=previous)
-        missing = seq - previous - 1
-        if missing == 0:
-            return SequenceEvent(previous=previous)
-        if missing <= self.max_itemised:
-            return SequenceEvent(missing, tuple(range(previous + 1, seq)), previous=previous)
-        return SequenceEvent(missing, (seq - 1,), previous=previous)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -592,7 +542,7 @@ class Daemon:
 
     def _track_sequence(self, camera: str, seq: int, capture_ns: int) -> None:
         event = self.sequences.observe(camera, seq)
-        if event.restarted:
+        if event.went_back:  # a restart, or the same seq again
             self._count("sequence_restarts")
             log.warning("camera sequence went back (grabber restart?): tracking reset",
                         extra={"camera": camera, "previous": event.previous, "seq": seq})

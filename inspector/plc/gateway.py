@@ -39,6 +39,7 @@ from pymodbus.exceptions import ModbusException
 
 from inspector.plc import modbus_map as mm
 from inspector.line import transport
+from inspector.line.sequence import SequenceTracker
 from inspector.line.wire import Heartbeat, Verdict, WireError, decode_message
 
 log = logging.getLogger(__name__)
@@ -717,7 +718,7 @@ class Gateway:
         self.writer = writer
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.metrics = metrics
-        self.last_seq: dict[int, int] = {}
+        self.sequences = SequenceTracker(max_cameras=max(1, len(cameras)))
         self.last_heartbeat_at: float | None = None
         self.daemon_id: str | None = None
         self.daemon_ready = False
@@ -777,7 +778,7 @@ class Gateway:
         if camera is None:
             self._unknown_camera(verdict)
             return
-        lost = self._sequence_gap(camera, verdict)
+        lost = self._sequence_gap(verdict)
         if lost is None:
             return
         self.writer.submit(PendingVerdict(camera, ring_entry_for(verdict), verdict.decision, verdict.capture_ns, lost))
@@ -794,25 +795,22 @@ class Gateway:
         else:
             log.debug("verdict from unknown camera %r", verdict.camera_id)
 
-    def _sequence_gap(self, camera: int, verdict: Verdict) -> int | None:
+    def _sequence_gap(self, verdict: Verdict) -> int | None:
         """Sequence numbers skipped before this verdict (0 normally); None = duplicate, skip it."""
-        previous = self.last_seq.get(camera)
-        if previous is not None and verdict.seq == previous:
+        event = self.sequences.observe(verdict.camera_id, verdict.seq)
+        if event.duplicate:
             self.counts["duplicate_verdicts"] += 1
             log.warning("duplicate verdict camera=%s seq=%d ignored", verdict.camera_id, verdict.seq)
             return None
-        self.last_seq[camera] = verdict.seq
-        if previous is None:
-            return 0
-        if verdict.seq < previous:
+        if event.restarted:
             self.counts["sequence_restarts"] += 1
-            log.warning("camera %s sequence went back from %d to %d (camera restarted?)", verdict.camera_id, previous, verdict.seq)
-            return 0
-        lost = verdict.seq - previous - 1
-        if lost:
-            self.counts["lost_verdicts"] += lost
-            log.warning("camera %s: %d verdicts never arrived (seq %d -> %d)", verdict.camera_id, lost, previous, verdict.seq)
-        return lost
+            log.warning("camera %s sequence went back from %d to %d (camera restarted?)", verdict.camera_id,
+                        event.previous, verdict.seq)
+        elif event.missing:
+            self.counts["lost_verdicts"] += event.missing
+            log.warning("camera %s: %d verdicts never arrived (seq %d -> %d)", verdict.camera_id, event.missing,
+                        event.previous, verdict.seq)
+        return event.missing
 
 
 # ------------------------------------------------------------------------------------------------
