@@ -27,9 +27,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import zmq
 
+from .core.stats import percentile
 from .line import transport
 from .line.wire import Heartbeat, Verdict, WireError, decode_message
 from .core.ports import free_port
@@ -284,7 +284,7 @@ def run_line(args, artifacts: dict) -> dict:
 def progress_line(verdicts: list[Verdict], elapsed: float) -> str:
     c = Counter(v.decision for v in verdicts)
     lat = [(v.decided_ns - v.capture_ns) / 1e6 for v in verdicts[-200:]]
-    p50 = f"{np.percentile(lat, 50):6.1f}" if lat else "   -  "
+    p50 = f"{percentile(lat, 50):6.1f}" if lat else "   -  "
     return (f"[line] {elapsed:5.1f} s  {len(verdicts) / max(elapsed, 1e-9):5.1f} frames/s  "
             f"OK {c['OK']:4d}  REJECT {c['REJECT']:4d}  FAULT {c['FAULT']:3d}  capture->verdict p50 {p50} ms")
 

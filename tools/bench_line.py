@@ -93,7 +93,8 @@ from pymodbus.client import ModbusTcpClient  # noqa: E402
 from inspector.plc import modbus_map as mm  # noqa: E402
 from inspector.line import transport  # noqa: E402
 from inspector.line.wire import Heartbeat, WireError, decode_message  # noqa: E402
-from inspector.core.ports import free_port
+from inspector.core.ports import free_port  # noqa: E402
+from inspector.core.stats import percentile  # noqa: E402
 from inspector.demo import last_json_line  # noqa: E402
 
 QUICK = {"cameras": [1, 2], "fps": [10.0], "seconds": 1.5, "engine_iters": 5}
@@ -233,8 +234,6 @@ def grab_source(data: Path) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def percentile(values, q: float) -> float | None:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else None
 
 
 def line_images(data: Path, count: int) -> tuple[list[np.ndarray], list[str]]:
@@ -284,9 +283,9 @@ def bench_engine(engine_path: Path, data: Path, threads: int, max_batch: int, wa
         "path": str(engine_path), "image_size": [int(h), int(w)], "threads": int(threads or os.cpu_count() or 1),
         "max_batch": max_batch, "want_maps": want_maps, "iters": iters,
         "images_per_s_max_batch": float(max_batch * len(big) / big.sum()),
-        "batch_latency_ms_p50": float(np.percentile(big, 50) * 1e3),
-        "batch1_latency_ms_p50": float(np.percentile(one, 50) * 1e3),
-        "batch1_latency_ms_p99": float(np.percentile(one, 99) * 1e3),
+        "batch_latency_ms_p50": percentile(big * 1e3, 50),
+        "batch1_latency_ms_p50": percentile(one * 1e3, 50),
+        "batch1_latency_ms_p99": percentile(one * 1e3, 99),
         "images_per_s_batch1": float(len(one) / one.sum()),
         "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS"),
     }

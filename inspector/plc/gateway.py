@@ -38,6 +38,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from inspector.plc import modbus_map as mm
+from inspector.core.stats import summarize_ms
 from inspector.line import transport
 from inspector.line.sequence import SequenceTracker
 from inspector.line.wire import Heartbeat, Verdict, WireError, decode_message
@@ -177,29 +178,6 @@ class GatewayMetrics:
         from prometheus_client import start_http_server
 
         start_http_server(port, addr=host, registry=self.registry)
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of an ascending list; NaN for an empty list."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def summarize_ms(samples: list[float]) -> dict[str, Any]:
-    """{count, p50, p90, p99, max, mean} of millisecond samples (None values when empty)."""
-    ordered = sorted(samples)
-    if not ordered:
-        return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None, "mean": None}
-    return {
-        "count": len(ordered),
-        "p50": percentile(ordered, 50),
-        "p90": percentile(ordered, 90),
-        "p99": percentile(ordered, 99),
-        "max": ordered[-1],
-        "mean": sum(ordered) / len(ordered),
-    }
 
 
 # ------------------------------------------------------------------------------------------------

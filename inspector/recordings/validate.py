@@ -53,6 +53,7 @@ from typing import Any, Iterable
 import numpy as np
 import zmq
 
+from inspector.core.stats import percentile
 from inspector.judge.reasons import DECISIONS
 from inspector.line import transport, wire
 from inspector.line.config import ConfigError, check_config, config_from_dict, engine_manifest, load_config
@@ -529,10 +530,6 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values, np.float64), q)) if values else None
-
-
 def frame_record(frame: ExpectedFrame, verdict: wire.Verdict | None) -> dict[str, Any]:
     """One frame and its verdict (decision None = missing). ``latency_ms``: capture (as replayed)
     to the verdict's decided_ns."""
@@ -554,7 +551,7 @@ def _counts(records: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _latency_p99(records: list[dict[str, Any]]) -> float | None:
-    return _percentile([r["latency_ms"] for r in records if r["latency_ms"] is not None], 99)
+    return percentile([r["latency_ms"] for r in records if r["latency_ms"] is not None], 99)
 
 
 def _confusion_row(records: list[dict[str, Any]]) -> dict[str, int]:
@@ -612,8 +609,8 @@ def summarise(frames: list[ExpectedFrame], verdicts: dict[int, wire.Verdict], *,
         "image_auroc": auroc,
         "auroc_frames": len(scored),
         "unscored": unscored,
-        "latency_ms_p50": _percentile(latencies, 50),
-        "latency_ms_p99": _percentile(latencies, 99),
+        "latency_ms_p50": percentile(latencies, 50),
+        "latency_ms_p99": percentile(latencies, 99),
         "latency_ms_max": max(latencies) if latencies else None,
         "confusion": confusion,
         "per_camera": {cam: {**_counts(rs), "latency_ms_p99": _latency_p99(rs)} for cam, rs in sorted(by_camera.items())},
