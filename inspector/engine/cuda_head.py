@@ -45,7 +45,7 @@ import numpy as np
 from ..core.map_head import SIGMA, TRUNCATE
 from .cuda_kernel import (KERNEL_SIGNATURES, MAX_SCALES, HeadOperators, check_scale_maps, check_stats_arrays,
                           check_valid_mask, compile_program, decode_launch, stage1_launch, stage2_launch)
-from .cuda_runtime import (CudaHeadError, DeviceBuffer, PinnedArray, check_cuda, cuda_device_count, cudart,
+from .cuda_runtime import (CudaHeadError, DeviceBuffer, PinnedArray, check_cuda, cuda_device_count, cudart, free_all,
                            import_cuda_core, memcpy_async)
 
 if TYPE_CHECKING:  # core.scoring imports cv2; the head only reads .mean / .inv_std
@@ -366,11 +366,7 @@ class CudaMapHead:
             self.synchronize()
         except Exception:
             pass
-        for buf in self._buffers.values():
-            buf.free()
-        for arr in self._pinned.values():
-            arr.free()
-        self._buffers, self._pinned = {}, {}
+        free_all(self._buffers, self._pinned)
         if self._own_stream is not None:
             self._rt.cudaStreamDestroy(self._own_stream)
             self._own_stream = None

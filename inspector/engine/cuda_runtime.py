@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CudaHeadError", "DeviceBuffer", "PinnedArray", "check_cuda", "cuda_device_count", "cudart", "gpu_name",
+__all__ = ["CudaHeadError", "DeviceBuffer", "PinnedArray", "check_cuda", "cuda_device_count", "cudart", "free_all", "gpu_name",
            "has_cuda_gpu", "import_cuda_core", "memcpy_async"]
 
 
@@ -134,6 +134,14 @@ class PinnedArray:
             self.array = np.empty(0, self.array.dtype)  # drop the view before the memory goes
             cudart().cudaFreeHost(self.ptr)
             self.ptr = 0
+
+
+def free_all(*pools: dict) -> None:
+    """``free()`` every DeviceBuffer / PinnedArray held in the given dicts, then empty the dicts."""
+    for pool in pools:
+        for item in pool.values():
+            item.free()
+        pool.clear()
 
 
 def memcpy_async(dst: int, src: int, nbytes: int, kind: str, stream) -> None:
