@@ -27,9 +27,10 @@ CPU head (:meth:`inspector.engine.base.Engine.head`).
 
 Nothing here imports a CUDA module at import time: ``compile_kernel`` needs only cuda-core + NVRTC (works
 without a GPU), :class:`CudaMapHead` needs a GPU, cuda-core and cuda-bindings. The emulator
-(:func:`inspector.engine.cuda_emulator.emulate_head`) is numpy only and mirrors the kernel's loops, index formulas, zero padding,
-FMA accumulation order, normalisation, valid mask, NaN-propagating max and key mapping, so the CPU
-tests check the kernel's indexing against MapHead + GoodStats + image_scores and the plain reference.
+(:func:`inspector.engine.cuda_emulator.emulate_head`) is numpy only and mirrors the kernel's loops,
+index formulas, zero padding, FMA accumulation order, normalisation, valid mask, NaN-propagating max
+and key mapping, so the CPU tests check the kernel's indexing against MapHead + GoodStats +
+image_scores and the plain reference.
 
 Failure behaviour: shape mismatches raise ValueError; anything CUDA raises :class:`CudaHeadError`
 (a RuntimeError) with the CUDA error name; ``cuda_device_count`` / ``has_cuda_gpu`` never raise.

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CudaHeadError", "DeviceBuffer", "PinnedArray", "check_cuda", "cuda_device_count", "cudart", "free_all", "gpu_name",
-           "has_cuda_gpu", "import_cuda_core", "memcpy_async"]
+__all__ = ["CudaHeadError", "DeviceBuffer", "PinnedArray", "check_cuda", "cuda_device_count", "cudart", "free_all",
+           "gpu_name", "has_cuda_gpu", "import_cuda_core", "memcpy_async"]
 
 
 class CudaHeadError(RuntimeError):
