@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("inspector.evaluation.bench", "benchmark engines: images/s and latency"),
     "calibrate": ("inspector.calibration.calibrate", "set thresholds from good parts"),
     "grab": ("inspector.line.grabber", "run one camera grabber: source -> ZeroMQ PUSH"),
-    "serve": ("inspector.line.daemon", "run the inspector daemon"),
+    "serve": ("inspector.line.serve", "run the inspector daemon"),
     "gateway": ("inspector.plc.gateway", "drive a PLC (Modbus TCP) from the daemon's verdicts"),
     "plc-sim": ("inspector.plc.plc_sim", "run a simulated Modbus TCP PLC"),
     "record": ("inspector.recordings.record", "record a frame stream (or an MVTec folder) to an MCAP file"),

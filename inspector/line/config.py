@@ -182,6 +182,10 @@ class Config(_Strict):
             return self.cameras[camera].calibration, f"[cameras.{camera}] calibration"
         return self.defaults.calibration, "[defaults] calibration"
 
+    def roi_identity(self, camera: str | None) -> dict | None:
+        """What a profile for ``camera`` must record as its region of interest (None: no ROI)."""
+        return None
+
     def profile_paths(self) -> dict[str | None, tuple[str, str]]:
         """{camera (None = default): (path, location)} for every configured profile."""
         paths: dict[str | None, tuple[str, str]] = {}
@@ -295,21 +299,16 @@ def engine_manifest(config: Config) -> dict:
 
 def check_profiles(config: Config, manifest: dict) -> list[str]:
     """Problems with the configured calibration profiles: each must load and match the engine
-    (hash, image size, backend, precision, camera). Also a problem: no profile at all."""
-    from inspector.judge.profile import ProfileError, check_profile_matches, load_profile
+    (hash, image size, backend, precision, camera, ROI), exactly as the daemon checks them at start
+    (:func:`inspector.line.profiles.load_thresholds`). Also a problem: no profile at all."""
+    from inspector.line.profiles import load_thresholds
 
     problems = []
-    paths = config.profile_paths()
-    if not paths:
+    if not config.profile_paths():
         problems.append(f"{config.source} [defaults] calibration: no calibration profile configured: "
                         "every frame would be FAULT no_calibration")
-    for camera, (path, where) in paths.items():
-        try:
-            profile = load_profile(path)
-            check_profile_matches(profile, manifest, backend=config.engine.backend, camera=camera)
-        except (ProfileError, OSError) as exc:
-            problems.append(f"{config.source} {where}: {exc}")
-    return problems
+    _, unusable = load_thresholds(config, manifest, config.engine.backend)
+    return problems + [f"{config.source} {problem}" for problem in unusable]
 
 
 def check_config(path: str | Path) -> list[str]:

@@ -253,10 +253,12 @@ def stop(proc: subprocess.Popen, timeout: float = 20.0) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ tests
-def test_daemon_modules_never_import_torch():
-    code = ("import sys, inspector.line.daemon, inspector.line.config, inspector.line.batching, "
+def test_daemon_modules_never_import_torch_or_scipy():
+    code = ("import sys, inspector.line.daemon, inspector.line.serve, inspector.line.config, "
+            "inspector.line.batching, "
             "inspector.judge.verdict, inspector.line.health; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+            "assert 'torch' not in sys.modules, 'torch was imported'; "
+            "assert 'scipy' not in sys.modules, 'scipy was imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
