@@ -3,7 +3,8 @@
 The parts it uses, one job each: :mod:`~inspector.line.transport` (sockets),
 :mod:`~inspector.line.sequence` (gaps), :mod:`~inspector.line.profiles` (which profile judges
 which camera), :mod:`~inspector.line.jobs` (frames and verdicts), :mod:`~inspector.line.metrics`
-(Prometheus), :mod:`~inspector.line.watchdog` (systemd), :mod:`~inspector.line.logs` (JSON logs,
+(Prometheus), :mod:`~inspector.line.counts` (the summary), :mod:`~inspector.line.publisher` (verdicts
+and heartbeats out), :mod:`~inspector.line.watchdog` (systemd), :mod:`~inspector.line.logs` (JSON logs,
 throttle). :mod:`inspector.line.serve` is the command.
 
     grabbers --PUSH--> PULL [receive loop] --> MicroBatcher --> [engine worker] --> PUB verdicts
@@ -41,7 +42,7 @@ import math
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -51,20 +52,21 @@ from inspector.line import transport, wire
 from inspector.line.batching import EngineTimeEstimate, MicroBatcher
 from inspector.line.config import Config, parse_host_port
 from inspector.engine import Engine
+from inspector.line.counts import DaemonCounts
 from inspector.line.health import HealthServer
 from inspector.line.jobs import FrameJob, Ident, Outgoing, checked_result, ident_from_partial, make_verdict
 from inspector.line.logs import Throttle
 from inspector.line.metrics import CameraLabels, DaemonMetrics
+from inspector.line.publisher import UNKNOWN_CAMERA, VerdictPublisher
 from inspector.line.profiles import ThresholdTable, load_thresholds
 from inspector.line.watchdog import Watchdog
 from inspector.line.sequence import SequenceTracker
 from inspector.judge.profile import CalibrationProfile
 from inspector.judge.regions import largest_region_areas
-from inspector.judge.verdict import FAULT, apply_deadline, decide, effective_deadline_ns, finite_or_none
+from inspector.judge.verdict import apply_deadline, decide, effective_deadline_ns, finite_or_none
 
 log = logging.getLogger("inspector.daemon")
 
-UNKNOWN_CAMERA = "unknown"       # camera_id of a FAULT for a message whose camera/seq are unreadable
 RECV_BURST = 256                 # messages taken per poll before the loop looks at anything else
 LOOP_TICK_S = 0.05               # longest poll: stop / reload requests are seen this fast
 ENGINE_STALL_MIN_S = 10.0        # liveness fails when one engine call runs longer than this ...
@@ -95,8 +97,7 @@ class Daemon:
         self.context = context or zmq.Context()
         self._own_context = context is None
         self.metrics = DaemonMetrics(config.engine.max_batch)
-        self.counts: Counter[str] = Counter()
-        self._counts_lock = threading.Lock()
+        self.counts = DaemonCounts()
         self._settle_lock = threading.Lock()
         self._cond = threading.Condition()
         self.batcher: MicroBatcher[FrameJob] = MicroBatcher(
@@ -115,7 +116,6 @@ class Daemon:
         self.worker_stop = False
         self.busy_since: float | None = None
         self.last_loop = time.monotonic()
-        self.heartbeat_counter = 0
         self.unknown_seq = 0
         self.exit_reason = ""
         self.started_ns = time.time_ns()
@@ -161,6 +161,7 @@ class Daemon:
         try:
             self.pub = self._keep(transport.publisher(self.context), sockets)
             self._bind(self.pub, cfg.verdicts, "verdicts")
+            self.publisher = VerdictPublisher(self.pub, cfg.id, self.counts, self.metrics)
             self.tap = None
             if cfg.tap:
                 self.tap = self._keep(transport.publisher(self.context, hwm=cfg.tap_hwm), sockets)
@@ -381,25 +382,8 @@ class Daemon:
                 pass  # the loop also flushes the outbox every tick
 
     def _publish(self, verdict: wire.Verdict, received_ns: int | None) -> None:
-        """Receive-loop thread only: encode and send one verdict; count it."""
-        try:
-            parts = wire.encode_verdict(verdict)
-        except wire.WireError as exc:  # a bug; still answer, fail closed
-            log.error("verdict did not encode (%s); publishing FAULT engine_error instead", exc)
-            verdict = wire.Verdict(verdict.camera_id, verdict.seq, verdict.part_id, verdict.capture_ns, FAULT,
-                                   "engine_error", None, None, time.time_ns())
-            parts = wire.encode_verdict(verdict)
-        self.pub.send_multipart(parts)
-        self._count("verdicts")
-        self._count(f"decision:{verdict.decision}")
-        self._count(f"reason:{verdict.reason or 'ok'}")
-        self._count("frame_verdicts" if received_ns is not None else "gap_verdicts")
-        self.metrics.verdicts.labels(verdict.decision, verdict.reason).inc()
-        now_ns = time.time_ns()
-        if received_ns is not None:
-            self.metrics.receive_to_verdict.observe(max(0, now_ns - received_ns) / 1e9)
-            if verdict.capture_ns and verdict.camera_id != UNKNOWN_CAMERA:
-                self.metrics.capture_to_verdict.observe(max(0, now_ns - verdict.capture_ns) / 1e9)
+        """Receive-loop thread only: send and count one verdict."""
+        self.publisher.verdict(verdict, received_ns)
 
     def _sweep_expired(self, now: float) -> None:
         """Frames that can no longer be judged in time get deadline_missed now (not later)."""
@@ -565,13 +549,7 @@ class Daemon:
         log.error("drain timed out after %d ms: %d frame(s) answered FAULT shutdown", self.config.daemon.drain_ms, abandoned)
 
     def _heartbeat(self) -> None:
-        ready = self.is_ready()
-        beat = wire.Heartbeat(self.config.daemon.id, self.heartbeat_counter, time.time_ns(), ready)
-        self.pub.send_multipart(wire.encode_heartbeat(beat))
-        self.heartbeat_counter += 1
-        self._count("heartbeats")
-        self.metrics.heartbeats.inc()
-        self.metrics.ready.set(1 if ready else 0)
+        self.publisher.heartbeat(self.is_ready())
 
     # ---------------------------------------------------------------------------------- probes
 
@@ -604,26 +582,8 @@ class Daemon:
     # ---------------------------------------------------------------------------------- summary
 
     def _count(self, key: str, n: int = 1) -> None:
-        with self._counts_lock:
-            self.counts[key] += n
+        self.counts.add(key, n)
 
     def summary(self) -> dict[str, Any]:
-        with self._counts_lock:
-            c = Counter(self.counts)
-        decisions = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("decision:")}
-        reasons = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("reason:")}
-        keys = ("messages_received", "verdicts", "frame_verdicts", "gap_verdicts", "missing_frames", "decode_errors",
-                "unattributed_decode_errors", "overload_dropped", "engine_errors", "batches", "frames_judged",
-                "heartbeats", "profile_reloads", "profile_reload_errors", "sequence_restarts", "tap_sent",
-                "tap_dropped", "shutdown_abandoned")
-        return {
-            "daemon_id": self.config.daemon.id,
-            "started_ns": self.started_ns,
-            "stopped_ns": time.time_ns(),
-            "exit": self.exit_reason,
-            **{key: c[key] for key in keys},
-            "frames_without_verdict": c["messages_received"] - c["frame_verdicts"],
-            "by_decision": decisions,
-            "by_reason": reasons,
-            "expected_engine_s": self.batcher.expected_engine_s,
-        }
+        return {"daemon_id": self.config.daemon.id, "started_ns": self.started_ns, "stopped_ns": time.time_ns(),
+                "exit": self.exit_reason, **self.counts.summary(), "expected_engine_s": self.batcher.expected_engine_s}
