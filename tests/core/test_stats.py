@@ -38,9 +38,9 @@ def test_summary():
     assert summarize_ms([])["p99"] is None
 
 
-def test_gateway_and_validate_use_it():
-    from inspector.plc import gateway
+def test_the_gateways_writer_and_validate_use_it():
+    from inspector.plc import writer
     from inspector.recordings import validate
 
-    assert gateway.summarize_ms is summarize_ms
+    assert writer.summarize_ms is summarize_ms
     assert validate.percentile is percentile
