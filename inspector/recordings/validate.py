@@ -238,17 +238,13 @@ def dump_toml(config: dict[str, Any]) -> str:
 
 def _scores_only_profile(config: dict[str, Any], out: Path) -> Path:
     """Write a profile for the configured engine whose threshold no score reaches."""
-    from inspector.judge.profile import engine_identity, save_profile
+    from inspector.judge.profile import engine_block, new_profile, save_profile
 
     manifest = engine_manifest(config_from_dict(config))
-    data = {
-        "format": "inspector.calibration/1",
-        "camera": None,
-        "engine": {"sha256": engine_identity(manifest), "backend": config["engine"].get("backend", "onnxruntime"),
-                   "precision": manifest.get("precision", "fp32"), "image_size": list(manifest["image_size"])},
-        "thresholds": {"image": SCORES_ONLY_THRESHOLD, "pixel": None, "min_defect_area": None},
-        "note": "written by inspector validate: scores only, rejects nothing",
-    }
+    backend = config["engine"].get("backend", "onnxruntime")
+    data = new_profile(engine_block(manifest, backend),
+                       {"image": SCORES_ONLY_THRESHOLD, "pixel": None, "min_defect_area": None},
+                       note="written by inspector validate: scores only, rejects nothing")
     return save_profile(out, data)
 
 
