@@ -28,7 +28,7 @@ from .dataset_layout import IMAGE_EXTENSIONS, DatasetError
 
 __all__ = ["IMAGE_EXTENSIONS", "DatasetError", "ImageReadError", "is_truncated", "read_image", "to_mono8_or_bgr8"]
 
-PIXEL_FORMATS = ("mono8", "bgr8")
+PIXEL_FORMATS = ("mono8", "bgr8")  # what reading an image produces (core.preprocess also takes rgb8)
 _TAIL_BYTES = 64  # where a complete file's end marker must be
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from inspector.line import wire
 from inspector.core import dataset_layout
+from inspector.core.preprocess import resize
 from inspector.core.images import DatasetError, read_image
 from inspector.line.wire import FrameHeader
 from inspector.recordings.mcap_format import RecordingError
@@ -23,15 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def _resize(image: np.ndarray, image_size: int | tuple[int, int] | None) -> np.ndarray:
-    """Resize uint8 H x W x C to ``image_size`` ((height, width), or an int for square), keeping
-    H x W x C (mono stays H x W x 1)."""
+    """Resize uint8 H x W x C to ``image_size`` ((height, width), or an int for square) with
+    INTER_AREA, keeping H x W x C (mono stays H x W x 1); None keeps the image as it is."""
     if image_size is None:
         return image
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    if (height, width) == image.shape[:2]:
-        return image
-    resized = cv2.resize(image, (int(width), int(height)), interpolation=cv2.INTER_AREA)
-    return resized.reshape(int(height), int(width), image.shape[2])
+    return resize(image, (int(height), int(width)), interpolation=cv2.INTER_AREA)
 
 
 def _folder_samples(mvtec_dir: Path) -> list[tuple[str, Path]]:
