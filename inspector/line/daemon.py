@@ -302,7 +302,8 @@ class Daemon:
     def _on_frame(self, header: wire.FrameHeader, image: np.ndarray, received_ns: int) -> None:
         self.metrics.frames.labels(self._camera_label(header.camera_id)).inc()
         self._track_sequence(header.camera_id, header.seq, header.capture_ns)
-        deadline_ns = effective_deadline_ns(header.capture_ns, header.deadline_ns, self.config.defaults.deadline_ms)
+        deadline_ns = effective_deadline_ns(header.capture_ns, header.deadline_ns,
+                                           self.config.deadline_ms_for(header.camera_id))
         job = FrameJob(header, image, deadline_ns, received_ns)
         if self.thresholds.for_camera(header.camera_id) is None:
             self._answer_now(job, "no_calibration")

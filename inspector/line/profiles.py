@@ -59,5 +59,5 @@ def load_thresholds(config: Config, manifest: dict, backend: str,
             problems.append(f"{where}: {exc}")
             loaded[camera] = None if previous is None else (
                 previous.default if camera is None else previous.cameras.get(camera))
-    table = ThresholdTable(loaded.get(None), {name: loaded[name] for name in config.cameras})
+    table = ThresholdTable(loaded.get(None), {name: loaded.get(name) for name in config.cameras})
     return table, problems

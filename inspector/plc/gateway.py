@@ -1,6 +1,8 @@
 """Gateway: the daemon's verdicts (ZeroMQ SUB) -> a PLC over Modbus TCP.
 
-``inspector gateway --connect ENDPOINT --plc modbus://HOST:PORT|sim [--cameras cam0,cam1] ...``
+``inspector gateway --connect ENDPOINT --plc modbus://HOST:PORT|sim [--cameras cam0,cam1] ...``, or
+``inspector gateway --config inspector.toml --gateway NAME`` (every setting from the box config's
+``[gateways.NAME]``, docs/daemon.md).
 
 Two threads, one job each:
 
@@ -37,6 +39,7 @@ import zmq
 
 from inspector.plc import modbus_map as mm
 from inspector.line import transport
+from inspector.line.config import Config, connectable, load_config, parse_host_port
 from inspector.line.sequence import SequenceTracker
 from inspector.line.wire import Heartbeat, Verdict, WireError, decode_message
 from inspector.plc.metrics import GatewayMetrics
@@ -218,8 +221,11 @@ class Gateway:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--connect", required=True, metavar="ENDPOINT", help="daemon PUB endpoint, e.g. tcp://127.0.0.1:5556")
-    parser.add_argument("--plc", required=True, help="modbus://HOST:PORT, or sim / sim://HOST:PORT for an in-process simulated PLC")
+    parser.add_argument("--config", type=Path, help="box config (inspector.toml): take every setting from its "
+                        "[gateways.NAME] section (with --gateway NAME)")
+    parser.add_argument("--gateway", metavar="NAME", help="with --config: which [gateways.NAME] section")
+    parser.add_argument("--connect", metavar="ENDPOINT", help="daemon PUB endpoint, e.g. tcp://127.0.0.1:5556 (required without --config)")
+    parser.add_argument("--plc", help="modbus://HOST:PORT, or sim / sim://HOST:PORT for an in-process simulated PLC (required without --config)")
     parser.add_argument("--cameras", default="cam0", help="comma-separated camera ids; position = camera block (default cam0)")
     parser.add_argument("--device-id", type=int, default=1, help="Modbus device (unit) id (default 1)")
     parser.add_argument("--heartbeat-timeout", type=float, default=2.0, help="s without daemon heartbeat before line stop (default 2.0)")
@@ -230,6 +236,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     parser.add_argument("--metrics-host", default="0.0.0.0", help="address for the metrics server (default 0.0.0.0)")
     parser.add_argument("--stats", type=Path, default=None, help="write counts and latency percentiles as JSON to FILE on exit")
+
+
+def settings_from_config(config: Config, name: str) -> argparse.Namespace:
+    """The settings of ``[gateways.NAME]`` as the namespace the command line gives. Raises
+    ValueError for an unknown gateway."""
+    if name not in config.gateways:
+        raise ValueError(f"{config.source}: no [gateways.{name}] section (have: {sorted(config.gateways)})")
+    g = config.gateways[name]
+    metrics_host, metrics_port = parse_host_port(g.metrics) if g.metrics else ("0.0.0.0", None)
+    return argparse.Namespace(
+        connect=connectable(g.connect or config.daemon.verdicts), plc=g.plc, cameras=",".join(g.cameras),
+        device_id=g.device_id, heartbeat_timeout=g.heartbeat_timeout_s, pulse_ms=g.pulse_ms, backlog=g.backlog,
+        timeout=g.timeout_s, reconnect_max=g.reconnect_max_s, metrics_port=metrics_port, metrics_host=metrics_host,
+        stats=Path(g.stats) if g.stats else None)
+
+
+def _settings(args: argparse.Namespace) -> argparse.Namespace:
+    """The command line's settings, or with --config those of the file's gateway section."""
+    if args.config is None:
+        if args.connect is None or args.plc is None:
+            raise ValueError("--connect and --plc are required (or --config FILE --gateway NAME)")
+        return args
+    if not args.gateway:
+        raise ValueError("--config needs --gateway NAME")
+    return settings_from_config(load_config(args.config), args.gateway)
 
 
 def _validate(args: argparse.Namespace) -> tuple[PlcTarget, tuple[str, ...]]:
@@ -267,13 +298,21 @@ def _receive_loop(socket: zmq.Socket, gateway: Gateway, stop: threading.Event) -
 
 
 def run(args: argparse.Namespace) -> int:
-    target, cameras = _validate(args)
+    settings = _settings(args)
     if not getattr(args, "verbose", False):
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # we log connection trouble ourselves
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    run_gateway(settings, stop)
+    return 0
 
+
+def run_gateway(args: argparse.Namespace, stop: threading.Event) -> dict[str, Any]:
+    """Run one gateway with ``args`` (the command line's settings, or :func:`settings_from_config`)
+    until ``stop`` is set; returns the stats (also written to ``args.stats`` when set). Raises
+    ValueError for bad settings."""
+    target, cameras = _validate(args)
     sim = None
     if target.kind == "sim":
         from inspector.plc.plc_sim import start_sim_in_thread
@@ -309,19 +348,19 @@ def run(args: argparse.Namespace) -> int:
         writer.stop()
         if sim is not None:
             sim.stop()
+    stats = {
+        "started_ns": started_ns,
+        "stopped_ns": time.time_ns(),
+        "cameras": list(cameras),
+        "plc": f"{target.host}:{target.port}",
+        "verdicts_received": gateway.counts["verdicts_received"],
+        "heartbeats_received": gateway.counts["heartbeats_received"],
+        "heartbeat_lost_events": gateway.counts["heartbeat_lost_events"],
+        "duplicate_verdicts": gateway.counts["duplicate_verdicts"],
+        "sequence_restarts": gateway.counts["sequence_restarts"],
+        **writer.stats(),
+    }
     if args.stats is not None:
-        stats = {
-            "started_ns": started_ns,
-            "stopped_ns": time.time_ns(),
-            "cameras": list(cameras),
-            "plc": f"{target.host}:{target.port}",
-            "verdicts_received": gateway.counts["verdicts_received"],
-            "heartbeats_received": gateway.counts["heartbeats_received"],
-            "heartbeat_lost_events": gateway.counts["heartbeat_lost_events"],
-            "duplicate_verdicts": gateway.counts["duplicate_verdicts"],
-            "sequence_restarts": gateway.counts["sequence_restarts"],
-            **writer.stats(),
-        }
         _write_stats(args.stats, stats)
         log.info("stats written to %s", args.stats)
-    return 0
+    return stats
