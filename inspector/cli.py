@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("inspector.recordings.record", "record a frame stream (or an MVTec folder) to an MCAP file"),
     "replay": ("inspector.recordings.replay", "push a recording to a daemon as the original cameras"),
     "validate": ("inspector.recordings.validate", "run a labelled recording through the daemon path and report"),
+    "line": ("inspector.app", "run a whole box from one config: daemon, gateways, grabbers (supervised)"),
     "demo": ("inspector.demo", "run the whole line locally with embedded defaults"),
     "synth": ("inspector.model.synthetic", "write a synthetic MVTec AD-layout defect data set"),
 }

@@ -327,7 +327,10 @@ def check_profile_matches(profile: CalibrationProfile, manifest: dict, *, backen
         problems.append(f"inspection {recorded} != the engine's {expected} (geometry, score rule or "
                         "good-part statistics changed)")
     if profile.raw.get("roi") != roi:
-        problems.append(f"region of interest {roi} != calibrated {profile.raw.get('roi')}")
+        calibrated = profile.raw.get("roi")
+        problems.append(f"region of interest {roi or 'none (the whole image)'} != calibrated "
+                        f"{calibrated or 'none (the whole image)'} (calibrate this camera with the same "
+                        f"{'--roi' if roi else 'no --roi'})")
     if problems:
         where = f" {profile.path}" if profile.path else ""
         raise ProfileError(f"calibration profile{where} does not fit: " + "; ".join(problems)

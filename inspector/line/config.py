@@ -350,16 +350,6 @@ class Config(_Strict):
         """The ROI spec of ``camera`` (None: cameras without a section); "" = the whole image."""
         return self.defaults.roi if camera is None else self.camera(camera).roi
 
-    def roi_identity(self, camera: str | None) -> dict | None:
-        """What a profile for ``camera`` must record as its region of interest (None: no ROI).
-        Raises RoiError (a ValueError) when the ROI cannot be read."""
-        spec = self.roi_for(camera)
-        if not spec:
-            return None
-        from inspector.core.roi import Roi
-
-        return Roi.parse(spec).identity()
-
     def deadline_ms_for(self, camera: str) -> float:
         """The deadline (ms after capture) for ``camera``'s frames that carry none."""
         section = self.cameras.get(camera)

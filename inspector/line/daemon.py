@@ -54,16 +54,17 @@ from inspector.line.config import Config, parse_host_port
 from inspector.engine import Engine
 from inspector.line.counts import DaemonCounts
 from inspector.line.health import HealthServer
-from inspector.line.jobs import FrameJob, Ident, Outgoing, checked_result, ident_from_partial, make_verdict
+from inspector.line.jobs import (FrameJob, Ident, Outgoing, checked_result, ident_from_partial, judge_frame,
+                                 make_verdict)
 from inspector.line.logs import Throttle
 from inspector.line.metrics import CameraLabels, DaemonMetrics
 from inspector.line.publisher import UNKNOWN_CAMERA, VerdictPublisher
 from inspector.line.profiles import ThresholdTable, load_thresholds
 from inspector.line.watchdog import Watchdog
 from inspector.line.sequence import SequenceTracker
+from inspector.core.roi import RoiError
 from inspector.judge.profile import CalibrationProfile
-from inspector.judge.regions import largest_region_areas
-from inspector.judge.verdict import apply_deadline, decide, effective_deadline_ns, finite_or_none
+from inspector.judge.verdict import effective_deadline_ns
 
 log = logging.getLogger("inspector.daemon")
 
@@ -442,21 +443,25 @@ class Daemon:
     def _run_batch(self, batch: list[FrameJob]) -> None:
         table = self.thresholds  # one consistent snapshot for the whole batch
         judged: list[tuple[FrameJob, CalibrationProfile]] = []
+        rois: list[np.ndarray | None] = []
         for job in batch:
             profile = table.for_camera(job.header.camera_id)
-            if profile is None:
+            roi = self._roi_mask(table, job) if profile is not None else None
+            if profile is None or roi is False:
                 if self._settle(job):
                     self._post(job, make_verdict(Ident.of(job.header), "no_calibration"))
             else:
                 judged.append((job, profile))
+                rois.append(roi)
         if not judged:
             return
         want_maps = any(profile.has_region_rule for _, profile in judged)
         self.busy_since = time.monotonic()
         started = time.perf_counter()
         try:
+            with_rois = {"rois": rois} if any(r is not None for r in rois) else {}  # engine.base.Engine.infer
             result = self.engine.infer([job.image for job, _ in judged], [job.header.pixel_format for job, _ in judged],
-                                       want_maps=want_maps)
+                                       want_maps=want_maps, **with_rois)
             scores, maps = checked_result(result, len(judged), want_maps)
         except Exception as exc:
             self._engine_failed(judged, exc)
@@ -475,6 +480,16 @@ class Daemon:
         for i, (job, profile) in enumerate(judged):
             self._judge(job, profile, scores[i], None if maps is None else maps[i])
 
+    def _roi_mask(self, table: ThresholdTable, job: FrameJob) -> np.ndarray | None | bool:
+        """The camera's ROI mask for this frame; None: the whole image; False: the ROI does not fit
+        the frame (a mask of another resolution), which cannot be judged as calibrated then."""
+        try:
+            return table.roi_mask(job.header.camera_id, job.image.shape[:2])
+        except RoiError as exc:
+            if self._throttle("roi_error"):
+                log.error("ROI does not fit the frame: %s", exc, extra={"camera": job.header.camera_id})
+            return False
+
     def _engine_failed(self, judged: list[tuple[FrameJob, CalibrationProfile]], exc: Exception) -> None:
         self._count("engine_errors")
         self.metrics.engine_errors.inc()
@@ -492,15 +507,7 @@ class Daemon:
             return  # already answered (shutdown timeout)
         ident = Ident.of(job.header)
         try:
-            area = None
-            if profile.has_region_rule and finite_or_none(raw_score) is not None:
-                area = int(largest_region_areas(anomaly_map[np.newaxis], profile.pixel_threshold)[0])
-            decision, reason = decide(raw_score, profile.image_threshold, region_area=area,
-                                      min_defect_area=profile.min_defect_area)
-            decided_ns = time.time_ns()
-            decision, reason = apply_deadline(decision, reason, decided_ns, job.deadline_ns)
-            verdict = make_verdict(ident, reason, decision=decision, score=raw_score,
-                                         threshold=profile.image_threshold, area=area, decided_ns=decided_ns)
+            verdict = judge_frame(ident, profile, raw_score, anomaly_map, job.deadline_ns)
         except Exception as exc:  # a non-finite map, a bad area...: no judgement
             if self._throttle("judge_error"):
                 log.error("could not judge frame: %s", exc, extra={"camera": ident.camera_id, "seq": ident.seq})

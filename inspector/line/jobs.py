@@ -2,8 +2,8 @@
 
 Pure data and functions (no sockets, no threads): :class:`FrameJob` (a received frame),
 :class:`Ident` (who a verdict is about), :func:`ident_from_partial` (attributing a malformed
-message), :func:`make_verdict` (reason -> a wire verdict, fail closed) and :func:`checked_result`
-(the engine's output checked for shape).
+message), :func:`make_verdict` (reason -> a wire verdict, fail closed), :func:`judge_frame` (score +
+profile -> verdict) and :func:`checked_result` (the engine's output checked for shape).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from inspector.engine import EngineError
-from inspector.judge.verdict import decision_for, finite_or_none
+from inspector.judge.profile import CalibrationProfile
+from inspector.judge.regions import largest_region_areas
+from inspector.judge.verdict import apply_deadline, decide, decision_for, finite_or_none
 from inspector.line import wire
 
 
@@ -81,6 +83,23 @@ def make_verdict(ident: Ident, reason: str, *, decision: str | None = None, scor
         threshold=finite_or_none(threshold), decided_ns=decided_ns or time.time_ns(), label=ident.label,
         defect_area_px=area,
     )
+
+
+def judge_frame(ident: Ident, profile: CalibrationProfile, raw_score: Any, anomaly_map: np.ndarray | None,
+                deadline_ns: int) -> wire.Verdict:
+    """One judged frame's verdict: the region rule's area (when the profile has one and the score
+    is finite), the decision (:func:`inspector.judge.verdict.decide`), then the deadline rule (a
+    judgement after ``deadline_ns`` is FAULT ``deadline_missed``). ``anomaly_map``: float H x W
+    (None without the region rule). Raises for a bad map / area (the caller answers FAULT)."""
+    area = None
+    if profile.has_region_rule and finite_or_none(raw_score) is not None:
+        area = int(largest_region_areas(anomaly_map[np.newaxis], profile.pixel_threshold)[0])
+    decision, reason = decide(raw_score, profile.image_threshold, region_area=area,
+                              min_defect_area=profile.min_defect_area)
+    decided_ns = time.time_ns()
+    decision, reason = apply_deadline(decision, reason, decided_ns, deadline_ns)
+    return make_verdict(ident, reason, decision=decision, score=raw_score, threshold=profile.image_threshold,
+                        area=area, decided_ns=decided_ns)
 
 
 def checked_result(result: Any, n: int, want_maps: bool) -> tuple[np.ndarray, np.ndarray | None]:

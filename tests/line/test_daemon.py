@@ -510,10 +510,12 @@ class ScriptedEngine:
     def __init__(self) -> None:
         self.gate, self.entered = threading.Event(), threading.Event()
         self.calls: list[int] = []
+        self.rois: list = []  # the rois argument of each call
 
-    def infer(self, images, pixel_formats, want_maps=False):
+    def infer(self, images, pixel_formats, want_maps=False, rois=None):
         codes = [int(image[0, 0, 0]) for image in images]
         self.calls.append(len(images))
+        self.rois.append(rois)
         if 255 in codes:
             raise RuntimeError("scripted engine failure")
         if 253 in codes:
