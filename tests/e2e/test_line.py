@@ -51,9 +51,9 @@ from inspector.line import wire
 from inspector.engine import open_engine
 from inspector.judge.profile import load_profile
 from inspector.line.sources import mvtec_source
-from inspector.model.synthetic import make_normal
 
-from conftest import REPO, run_cli
+from conftest import REPO
+from line_helpers import calibrate, render_good_parts
 from conftest import free_port, wait_until
 from conftest import PlcClient as PlcReader
 
@@ -199,15 +199,7 @@ def rising_edges(log: list[dict], coil: int) -> int:
 def line_profile(tiny_engine, tmp_path_factory) -> Path:
     """A profile written by `inspector calibrate` on 24 freshly rendered good parts (see module doc)."""
     folder = tmp_path_factory.mktemp("line_calibration")
-    good = folder / "good"
-    good.mkdir()
-    rng = np.random.default_rng(2)
-    for index in range(24):
-        cv2.imwrite(str(good / f"{index:03d}.png"), make_normal(rng, "texture", (64, 64)))
-    out = folder / "profile.json"
-    run_cli("calibrate", "--engine", str(tiny_engine), "--good", str(good), "--target-frr", "0.5",
-            "--no-region-rule", "--out", str(out), timeout=120)
-    return out
+    return calibrate(tiny_engine, render_good_parts(folder / "good"), folder / "profile.json")
 
 
 @pytest.fixture(scope="module")
