@@ -139,4 +139,3 @@ def test_samples(root: str | Path) -> list[Sample]:
     if not samples:
         raise DatasetError(f"no test images under {Path(root) / TEST}")
     return samples
-
