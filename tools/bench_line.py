@@ -268,14 +268,6 @@ def records_for(collector: VerdictCollector, cameras: set[str]) -> list[tuple]:
              a.verdict.reason, a.verdict.score is not None) for a in arrivals]
 
 
-def plc_sim_port(procs: Processes, timeout: float) -> int:
-    """The port ``inspector plc-sim --port 0`` announces (``plc-sim listening on HOST:PORT``)."""
-    child = procs.children["plc"]
-    line = wait_until(lambda: next((x for x in list(child.lines) if x.startswith("plc-sim listening on ")), None)
-                      or procs.check_alive("plc"), timeout, "plc-sim to listen")
-    return int(line.rsplit(":", 1)[1])
-
-
 def wait_plc_settled(plc: PlcClient, cameras: int, before: int, expected: int) -> int:
     """Verdicts the PLC's counters gained: wait until all ``expected`` are there, or (a gateway
     that dropped part of its backlog) until the count stops growing for 3 s; bounded."""
@@ -437,7 +429,7 @@ def start_line(args, artifacts: dict, procs: Processes, engine: dict) -> dict[st
     procs.start("plc", "plc-sim", "--port", "0")
     procs.start("daemon", "serve", "--config", str(config))
     collector = VerdictCollector(verdicts)
-    plc_port = plc_sim_port(procs, 30)
+    plc_port = int(procs.wait_line("plc", "plc-sim listening on ", 30).rsplit(":", 1)[1])
     wait_until(lambda: procs.check_alive("daemon") or collector.ready, READY_TIMEOUT_S, "the daemon to be ready")
     return {"frames": frames, "verdicts": verdicts, "health": health, "plc_port": plc_port, "plc": PlcClient(plc_port),
             "collector": collector, "procs": procs, "source": grab_source(Path(artifacts["data"])), "engine": engine,

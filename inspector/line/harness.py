@@ -54,6 +54,19 @@ class Processes:
         if not child.alive():
             raise HarnessError(f"{name} exited with {child.returncode}; see {self.log_path(name)}")
 
+    def wait_line(self, name: str, prefix: str, timeout: float) -> str:
+        """The first output line of ``name`` that starts with ``prefix`` (e.g. a port it announces);
+        HarnessError when ``name`` exits or ``timeout`` s pass first."""
+        child = self.children[name]
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            line = next((x for x in list(child.lines) if x.startswith(prefix)), None)
+            if line is not None:
+                return line
+            self.check_alive(name)
+            time.sleep(0.02)
+        raise HarnessError(f"{name} printed no {prefix!r} line in {timeout:g} s; see {self.log_path(name)}")
+
     def wait_exit(self, name: str, timeout: float) -> Child:
         """Wait for ``name`` to finish by itself; HarnessError (after killing it) when it does not."""
         child = self.children.pop(name)

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, PlcClient, free_port, run_cli, wait_until
+from inspector.line.harness import Processes
 from line_helpers import calibrate, render_good_parts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -99,13 +98,12 @@ def test_check_config_accepts_the_box(box):
 
 
 def test_two_cameras_one_command_verdicts_at_the_plc_and_a_clean_sigterm(box):
-    log_path = box["root"] / "line.log"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "inspector.cli", "line", "--config", str(box["path"])],
-                                cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, text=True)
+    procs = Processes(box["root"] / "logs", cwd=REPO)
+    line = procs.start("line", "line", "--config", str(box["path"]))
+    log_path = procs.log_path("line")
     plc = None
     try:
-        wait_until(lambda: "gateway: " in log_path.read_text(), 90, "the gateway to run")
+        wait_until(lambda: "gateway: " in line.output(), 90, "the gateway to run")
         plc = PlcClient(box["plc_port"])
         wanted = [box["n"]["cam0"], box["n"]["cam1"]]
 
@@ -118,16 +116,14 @@ def test_two_cameras_one_command_verdicts_at_the_plc_and_a_clean_sigterm(box):
             assert header.ok_count + header.reject_count == n and header.fault_count == 0, header
         assert_cam0_judged_inside_its_roi(plc, box)
         for camera in ("cam0", "cam1"):   # finite sources: the grabbers end, and are not restarted
-            wait_until(lambda: f"grab-{camera} exited 0: done, not restarted" in log_path.read_text(), 30,
+            wait_until(lambda: f"grab-{camera} exited 0: done, not restarted" in line.output(), 30,
                        f"grab-{camera} to finish")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        line.signal(signal.SIGTERM)
+        assert line.wait(60) == 0
     finally:
         if plc is not None:
             plc.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        procs.stop_all(grace_s=5)
     text = log_path.read_text()
     for name in ("daemon", "gateway-plc", "grab-cam0", "grab-cam1"):
         assert re.search(rf"^{re.escape(name)} +\| ", text, re.M), f"no log line of {name}:\n{text[-3000:]}"
