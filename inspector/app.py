@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from inspector.line.config import Config, ConfigError, check_config, load_config
+from inspector.line.config import Config, command_config
 from inspector.line.processes import inspector_command
 from inspector.line.supervisor import ProcessSpec, Supervisor
 
@@ -90,26 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the daemon's drain_ms + linger_ms + 5 s)")
 
 
-def _check(path: Path) -> int:
-    problems = check_config(path)
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"{len(problems)} problem(s) in {path}")
-        return 2
-    print(f"configuration OK: {path}")
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.check_config:
-        return _check(args.config)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+    config = command_config(args.config, check_only=args.check_config)
+    if isinstance(config, int):
+        return config
     specs = layout(config, args.config)
     if args.systemd is not None:
         from inspector.line.systemd import write_units

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(?P<port>\d+)|ipc://\S+|inproc://\S+)$")
@@ -104,16 +105,31 @@ def _resolve_source_spec(value: str, info: ValidationInfo) -> str:
     return _resolve(value, info)
 
 
+def _optional_host_port(value: str) -> str:
+    if value:
+        parse_host_port(value)
+    return value
+
+
+# string types with their checks (one definition each; relative paths resolve against the file)
+Endpoint = Annotated[str, AfterValidator(lambda v: _check_endpoint(v, allow_empty=False))]
+OptionalEndpoint = Annotated[str, AfterValidator(lambda v: _check_endpoint(v, allow_empty=True))]
+HostPort = Annotated[str, AfterValidator(_optional_host_port)]      # "HOST:PORT" or "" (off)
+ResolvedPath = Annotated[str, AfterValidator(_resolve)]
+RoiSpec = Annotated[str, AfterValidator(_resolve_roi_spec)]         # "x,y,w,h" or a mask file, "" = none
+SourceSpec = Annotated[str, AfterValidator(_resolve_source_spec)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
 class DaemonSection(_Strict):
     id: str = Field("inspector-1", min_length=1)
-    frames: str                        # PULL, bound by the daemon; grabbers connect
-    verdicts: str                      # PUB, bound by the daemon; gateways / recorders connect
-    tap: str = ""                      # optional PUB mirroring received frames
-    health: str = ""                   # "HOST:PORT" of the HTTP server; "" = off
+    frames: Endpoint                   # PULL, bound by the daemon; grabbers connect
+    verdicts: Endpoint                 # PUB, bound by the daemon; gateways / recorders connect
+    tap: OptionalEndpoint = ""         # optional PUB mirroring received frames
+    health: HostPort = ""              # "HOST:PORT" of the HTTP server; "" = off
     heartbeat_ms: int = Field(250, ge=10, le=60_000)
     log_format: Literal["json", "text"] = "json"
     rcvhwm: int = Field(4, ge=1, le=100_000)          # frames ZeroMQ may hold before the daemon takes them
@@ -127,22 +143,8 @@ class DaemonSection(_Strict):
         _check_wire_text(value, "daemon id")
         return value
 
-    @field_validator("frames", "verdicts")
-    @classmethod
-    def _required_endpoint(cls, value: str) -> str:
-        return _check_endpoint(value, allow_empty=False)
 
-    @field_validator("tap")
-    @classmethod
-    def _optional_endpoint(cls, value: str) -> str:
-        return _check_endpoint(value, allow_empty=True)
 
-    @field_validator("health")
-    @classmethod
-    def _health(cls, value: str) -> str:
-        if value:
-            parse_host_port(value)
-        return value
 
     @model_validator(mode="after")
     def _distinct_endpoints(self) -> "DaemonSection":
@@ -153,16 +155,12 @@ class DaemonSection(_Strict):
 
 
 class EngineSection(_Strict):
-    path: str = Field(min_length=1)
+    path: ResolvedPath = Field(min_length=1)
     backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
     threads: int = Field(0, ge=0, le=1024)        # 0 = all cores (onnxruntime only)
     max_batch: int = Field(8, ge=1, le=1024)
     max_wait_ms: float = Field(4.0, ge=0.0, le=10_000.0)
 
-    @field_validator("path")
-    @classmethod
-    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve(value, info)
 
 
 class GrabberSettings(_Strict):
@@ -180,28 +178,20 @@ class GrabberSettings(_Strict):
 
 class DefaultsSection(GrabberSettings):
     deadline_ms: float = Field(500.0, gt=0.0, le=3_600_000.0)
-    calibration: str = ""   # profile for cameras without their own ("" = none)
-    roi: str = ""           # region of interest for cameras without their own ("" = the whole image)
+    calibration: ResolvedPath = ""   # profile for cameras without their own ("" = none)
+    roi: RoiSpec = ""                # region of interest for cameras without their own ("" = the whole image)
 
-    @field_validator("calibration")
-    @classmethod
-    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve(value, info)
 
-    @field_validator("roi")
-    @classmethod
-    def _resolve_roi(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve_roi_spec(value, info)
 
 
 class CameraSection(_Strict):
     """One camera, declared once: its calibration profile, ROI, deadline and, when the box runs
     its grabber, the frame source. Unset keys take ``[defaults]`` (see :meth:`Config.camera`)."""
 
-    calibration: str = ""                # "" = [defaults] calibration
-    roi: str | None = None               # "x,y,w,h" or a mask file; None = [defaults] roi; "" = none
+    calibration: ResolvedPath = ""       # "" = [defaults] calibration
+    roi: RoiSpec | None = None           # "x,y,w,h" or a mask file; None = [defaults] roi; "" = none
     deadline_ms: float | None = Field(None, gt=0.0, le=3_600_000.0)
-    source: str = ""                     # grabber source (inspector grab --source); "" = no grabber here
+    source: SourceSpec = ""              # grabber source (inspector grab --source); "" = no grabber here
     fps: float | None = Field(None, gt=0.0, le=100_000.0)
     loop: bool | None = None
     max_frames: int | None = Field(None, ge=0)
@@ -210,20 +200,7 @@ class CameraSection(_Strict):
     hwm: int | None = Field(None, ge=1, le=100_000)
     seed: int | None = None
 
-    @field_validator("calibration")
-    @classmethod
-    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve(value, info)
 
-    @field_validator("roi")
-    @classmethod
-    def _resolve_roi(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else _resolve_roi_spec(value, info)
-
-    @field_validator("source")
-    @classmethod
-    def _resolve_source(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve_source_spec(value, info)
 
 
 PLC_RE = re.compile(r"^(?:sim|sim://\S+:\d+|modbus://[^/\s]+)$")
@@ -236,15 +213,15 @@ class GatewaySection(_Strict):
 
     plc: str                              # modbus://HOST[:PORT], sim, sim://HOST:PORT
     cameras: list[str] = Field(min_length=1, max_length=MAX_PLC_CAMERAS)
-    connect: str = ""                     # the daemon's verdicts endpoint ("" = [daemon] verdicts)
+    connect: OptionalEndpoint = ""        # the daemon's verdicts endpoint ("" = [daemon] verdicts)
     device_id: int = Field(1, ge=0, le=255)
     heartbeat_timeout_s: float = Field(2.0, gt=0.0, le=3600.0)
     pulse_ms: float = Field(50.0, gt=0.0, le=60_000.0)
     backlog: int = Field(1024, ge=1, le=1_000_000)
     timeout_s: float = Field(1.0, gt=0.0, le=600.0)
     reconnect_max_s: float = Field(5.0, gt=0.0, le=3600.0)
-    metrics: str = ""                     # "HOST:PORT" of a Prometheus endpoint ("" = off)
-    stats: str = ""                       # write counts + latency percentiles as JSON here on exit
+    metrics: HostPort = ""                # "HOST:PORT" of a Prometheus endpoint ("" = off)
+    stats: ResolvedPath = ""              # write counts + latency percentiles as JSON here on exit
 
     @field_validator("plc")
     @classmethod
@@ -260,22 +237,8 @@ class GatewaySection(_Strict):
             raise ValueError(f"duplicate camera id in {value}")
         return value
 
-    @field_validator("connect")
-    @classmethod
-    def _connect(cls, value: str) -> str:
-        return _check_endpoint(value, allow_empty=True)
 
-    @field_validator("metrics")
-    @classmethod
-    def _metrics(cls, value: str) -> str:
-        if value:
-            parse_host_port(value)
-        return value
 
-    @field_validator("stats")
-    @classmethod
-    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve(value, info)
 
 
 @dataclass(frozen=True)
@@ -537,3 +500,36 @@ def check_config(path: str | Path) -> list[str]:
         return [f"{config.source} [engine] path: engine not usable: {exc}"]
     problems.extend(check_profiles(config, manifest))
     return problems
+
+
+def print_check(path: str | Path) -> int:
+    """``--check-config``: print every problem of the config at ``path`` (or that it is OK);
+    returns the exit status, 0 (OK) or 2."""
+    problems = check_config(path)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) in {path}")
+        return 2
+    print(f"configuration OK: {path}")
+    return 0
+
+
+def load_or_report(path: str | Path) -> Config | None:
+    """The config at ``path``, or None after printing every problem to stderr (the commands then
+    exit 2)."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def command_config(path: str | Path, *, check_only: bool = False) -> Config | int:
+    """What a command with ``--config`` (and ``--check-config``) starts from: the config, or the
+    exit status to return (``--check-config``'s, or 2 after printing the problems)."""
+    if check_only:
+        return print_check(path)
+    config = load_or_report(path)
+    return 2 if config is None else config

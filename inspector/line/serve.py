@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import zmq
 
 from inspector.engine import Engine, open_engine
-from inspector.line.config import Config, ConfigError, check_config, load_config
+from inspector.line.config import Config, command_config, load_config
 from inspector.line.daemon import Daemon, StartupError
 from inspector.line.logs import configure_logging
 
@@ -92,21 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.check_config:
-        problems = check_config(args.config)
-        for problem in problems:
-            print(problem)
-        if problems:
-            print(f"{len(problems)} problem(s) in {args.config}")
-            return 2
-        print(f"configuration OK: {args.config}")
-        return 0
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+    config = command_config(args.config, check_only=args.check_config)
+    if isinstance(config, int):
+        return config
     configure_logging(config.daemon.log_format, getattr(args, "verbose", False))
     stop, reload = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
