@@ -167,3 +167,49 @@ def test_a_profile_calibrated_without_the_cameras_roi_is_refused(box, tmp_path):
     assert re.search(r"\[cameras\.cam1\] calibration: .*region of interest \{'rect': \[8, 8, 48, 48\]\} != "
                      r"calibrated none", proc.stdout), proc.stdout
     assert "cam0" not in proc.stdout   # cam0's profile has the ROI it is judged with
+
+
+def test_the_same_box_composed_in_one_process(box):
+    """inspector.app's components, each built from (config, stop event), run as threads: the
+    same verdicts at the PLC as the processes give."""
+    import threading
+
+    from inspector.app import daemon_component, gateway_component, grabber_component
+    from inspector.line.config import load_config
+
+    config = load_config(box["path"])
+    stops = {name: threading.Event() for name in ("daemon", "gateway", "cam0", "cam1")}
+    results: dict = {}
+
+    def run(name, component, *args):
+        results[name] = component(config, *args, stops[name])
+
+    threads = {"daemon": threading.Thread(target=run, args=("daemon", daemon_component), daemon=True),
+               "gateway": threading.Thread(target=run, args=("gateway", gateway_component, "plc"), daemon=True)}
+    for thread in threads.values():
+        thread.start()
+    plc = PlcClient(box["plc_port"])
+
+    def ready() -> bool:
+        try:
+            return plc.status()["ready"]
+        except Exception:  # the gateway's simulated PLC is not listening yet
+            return False
+
+    try:
+        wait_until(ready, 90, "the daemon ready at the PLC")
+        for camera in ("cam0", "cam1"):
+            threads[camera] = threading.Thread(target=run, args=(camera, grabber_component, camera), daemon=True)
+            threads[camera].start()
+        wanted = [box["n"]["cam0"], box["n"]["cam1"]]
+        wait_until(lambda: [plc.header(0).write_count, plc.header(1).write_count] == wanted, 90,
+                   f"{wanted} verdicts at the PLC")
+    finally:
+        for name in ("cam0", "cam1", "daemon", "gateway"):   # the supervisor's stop order
+            stops[name].set()
+            if name in threads:
+                threads[name].join(30)
+        plc.close()
+    assert results["cam0"]["frames_sent"] == wanted[0] and results["cam1"]["frames_sent"] == wanted[1]
+    assert results["daemon"]["frames_without_verdict"] == 0 and results["daemon"]["exit"] == "drained"
+    assert results["gateway"]["verdicts_written"] == sum(wanted)
