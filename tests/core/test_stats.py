@@ -40,7 +40,7 @@ def test_summary():
 
 def test_the_gateways_writer_and_validate_use_it():
     from inspector.plc import writer
-    from inspector.recordings import validate
+    from inspector.recordings import validation_metrics
 
     assert writer.summarize_ms is summarize_ms
-    assert validate.percentile is percentile
+    assert validation_metrics.percentile is percentile
