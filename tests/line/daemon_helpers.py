@@ -226,3 +226,11 @@ def stop(proc: subprocess.Popen, timeout: float = 20.0) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def close_all(proc: subprocess.Popen, push: zmq.Socket, listener: "Listener", context: zmq.Context) -> None:
+    """A test's cleanup: kill the daemon if it still runs, close the test's sockets and context."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    push.close(0)
+    listener.close()
+    context.term()

@@ -31,8 +31,8 @@ from inspector.engine import open_engine
 from inspector.judge.profile import save_profile
 from inspector.judge.regions import largest_region_areas
 from conftest import free_port, wait_until
-from daemon_helpers import (REPO, Listener, NotifySocket, by_key, http_get, make_push, metric_value, profile_dict, send,
-                            serve, stop, threshold_between_scores, write_toml)
+from daemon_helpers import (REPO, Listener, NotifySocket, by_key, close_all, http_get, make_push, metric_value,
+                            profile_dict, send, serve, stop, threshold_between_scores, write_toml)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -241,13 +241,8 @@ def test_serve_end_to_end(tmp_path, scored, tiny_engine):
         log_lines = [json.loads(line) for line in (tmp_path / "daemon.log").read_text().splitlines() if line.startswith("{")]
         assert any(entry["msg"] == "calibration reloaded" for entry in log_lines)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        push.close(0)
-        listener.close()
         notify.close()
-        context.term()
+        close_all(proc, push, listener, context)
 
 
 def test_overload_burst_every_frame_gets_exactly_one_verdict(tmp_path, scored, tiny_engine):
@@ -282,11 +277,6 @@ def test_overload_burst_every_frame_gets_exactly_one_verdict(tmp_path, scored, t
             assert summary["overload_dropped"] == len(dropped) and summary["frames_without_verdict"] == 0
             assert summary["frames_judged"] == len(judged)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            push.close(0)
-            listener.close()
-            context.term()
+            close_all(proc, push, listener, context)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
