@@ -128,3 +128,15 @@ def test_the_register_map_and_the_config_agree_on_the_camera_count():
     from inspector.plc.modbus_map import MAX_CAMERAS
 
     assert MAX_PLC_CAMERAS == MAX_CAMERAS
+
+
+def test_grab_and_gateway_need_their_flags_or_the_file(tmp_path):
+    path = write(tmp_path, BOX)
+    cases = [(["grab", "--camera", "cam0"], "--source and --connect are required"),
+             (["grab", "--config", str(path), "--camera", "cam7"], "no [cameras.cam7] section"),
+             (["gateway", "--plc", "sim"], "--connect and --plc are required"),
+             (["gateway", "--config", str(path)], "--config needs --gateway NAME"),
+             (["gateway", "--config", str(path), "--gateway", "nope"], "no [gateways.nope] section")]
+    for args, message in cases:
+        proc = run_cli(*args, check=False, timeout=60)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
