@@ -20,18 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-import zmq
-
-from .line.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, Verdict, WireError, decode_message
+from .core.stats import percentile
 from .core.ports import free_port
+from .line.wire import Verdict
 
 CAMERAS = ("cam0", "cam1")
 DEMO_SIZE = "160"          # model input 160x160, the sample images' own size: quick on 2 cores
@@ -53,63 +48,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no live progress lines")
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "inspector.cli", *args]
-
-
 def step(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def run_step(*args: str) -> None:
-    proc = subprocess.run(cli(*args), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"inspector {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-
-
 # --------------------------------------------------------------------------- model preparation
 def prepare_model(args) -> dict:
-    """Sample data, model, engine and calibration profile (cached). Returns their paths."""
-    from .model.synthetic import generate_dataset
+    """Sample data, model, engine and calibration profile (cached): :func:`inspector.artifacts.build`."""
+    from .artifacts import Layout, Recipe, build
 
     work = Path(args.workdir)
-    data, calib = work / "data", work / "calib"
-    model = work / "model.pt"
-    engine = Path(args.engines_dir) / "demo.onnx"
-    profile = Path(args.calibration_dir) / "demo.json"
-    if args.rebuild:
-        for p in (model, engine, engine.with_suffix(".json"), profile):
-            p.unlink(missing_ok=True)
-    if not (data / "test").is_dir() or args.rebuild:
-        step(f"generating labelled sample data in {data}")
-        generate_dataset(data, product="part", n_train=DEMO_TRAIN_IMAGES, n_test_good=40, n_test_defect_per_kind=10,
-                         size=(160, 160), color=True, seed=7, overwrite=True)
-    if not (calib / "test" / "good").is_dir() or args.rebuild:  # good parts the model never saw
-        generate_dataset(calib, product="part", n_train=1, n_test_good=80, n_test_defect_per_kind=1,
-                         size=(160, 160), color=True, seed=8, overwrite=True)
-    if not model.is_file():
-        step(f"training a quick model ({args.epochs} epochs, {DEMO_SIZE}px) -> {model}")
-        t0 = time.time()
-        run_step("train", "--data", str(data), "--out", str(model), "--epochs", str(args.epochs),
-                 "--image-size", DEMO_SIZE, "--no-progress")
-        step(f"trained in {time.time() - t0:.0f} s")
-    if not _engine_matches(engine, model):
-        step(f"exporting the ONNX engine -> {engine}")
-        run_step("export", "--model", str(model), "--out", str(engine))
-        profile.unlink(missing_ok=True)
-    if not profile.is_file():
-        step(f"calibrating on {calib / 'test' / 'good'} (target FRR {DEMO_TARGET_FRR}) -> {profile}")
-        run_step("calibrate", "--engine", str(engine), "--good", str(calib / "test" / "good"),
-                 "--target-frr", str(DEMO_TARGET_FRR), "--out", str(profile))
-    return {"data": data, "model": model, "engine": engine, "profile": profile}
-
-
-def _engine_matches(engine: Path, model: Path) -> bool:
-    from .engine.manifest import ManifestError, read_manifest, sha256_file
-    try:
-        return read_manifest(engine)["model_sha256"] == sha256_file(model)
-    except (ManifestError, KeyError, OSError):
-        return False
+    recipe = Recipe(product="part", size=int(DEMO_SIZE), n_train=DEMO_TRAIN_IMAGES, n_test_good=40, n_defect=10,
+                    seed=7, n_calib_good=80, calib_seed=8, epochs=args.epochs, target_frr=DEMO_TARGET_FRR)
+    layout = Layout(data=work / "data", calib=work / "calib", model=work / "model.pt",
+                    engine=Path(args.engines_dir) / "demo.onnx", profile=Path(args.calibration_dir) / "demo.json")
+    return build(recipe, layout, rebuild=args.rebuild, say=step)
 
 
 # --------------------------------------------------------------------------- the line
@@ -140,66 +93,6 @@ policy = "reject_oldest"
 """)
 
 
-class VerdictTap:
-    """Subscribes to the daemon's verdicts, as the demo's own view of the line."""
-
-    def __init__(self, ctx: zmq.Context, endpoint: str):
-        self.sock = ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.RCVHWM, 100_000)
-        for topic in (TOPIC_VERDICT, TOPIC_HEARTBEAT):
-            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
-        self.sock.connect(endpoint)
-        self.verdicts: list[Verdict] = []
-        self.ready = False
-        self.malformed = 0
-
-    def poll(self, timeout_ms: int) -> None:
-        if not self.sock.poll(timeout_ms):
-            return
-        while True:
-            try:
-                parts = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                msg = decode_message(parts)
-            except WireError:
-                self.malformed += 1
-                continue
-            if isinstance(msg, Heartbeat):
-                self.ready = msg.ready
-            else:
-                self.verdicts.append(msg)
-
-
-def start(args_list: list[str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "w")
-    return subprocess.Popen(cli(*args_list), stdout=subprocess.PIPE, stderr=log, text=True)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 15.0) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out or ""
-
-
-def last_json_line(text: str | None) -> dict:
-    """The last line of a process's output that is a JSON object (its summary), or {}."""
-    for line in reversed((text or "").strip().splitlines()):
-        try:
-            obj = json.loads(line)
-            if isinstance(obj, dict):
-                return obj
-        except ValueError:
-            continue
-    return {}
-
-
 def plc_counts(sim) -> dict:
     """Per-camera OK/REJECT/FAULT counters read back from the PLC's registers."""
     from .plc.modbus_map import CameraHeader, camera_base
@@ -212,11 +105,10 @@ def plc_counts(sim) -> dict:
 
 
 def run_line(args, artifacts: dict) -> dict:
+    from .line.harness import Processes, VerdictCollector
     from .plc.plc_sim import start_sim_in_thread
 
     work = Path(args.workdir)
-    logs = work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     frames_ep, verdicts_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     health = f"127.0.0.1:{free_port()}"
     config = work / "inspector.toml"
@@ -224,70 +116,64 @@ def run_line(args, artifacts: dict) -> dict:
 
     sim = start_sim_in_thread("127.0.0.1", 0)
     step(f"simulated PLC (Modbus TCP) on 127.0.0.1:{sim.port}")
-    ctx = zmq.Context()
-    tap = VerdictTap(ctx, verdicts_ep)
-    procs: dict[str, subprocess.Popen] = {}
+    tap = VerdictCollector(verdicts_ep)
+    procs = Processes(work / "logs")
     try:
-        procs["daemon"] = start(["serve", "--config", str(config)], logs / "daemon.log")
+        procs.start("daemon", "serve", "--config", str(config))
         gateway_stats = work / "gateway_stats.json"
         gateway_stats.unlink(missing_ok=True)
-        procs["gateway"] = start(["gateway", "--connect", verdicts_ep, "--plc", f"modbus://127.0.0.1:{sim.port}",
-                                  "--cameras", ",".join(CAMERAS), "--stats", str(gateway_stats)],
-                                 logs / "gateway.log")
-        t_wait = time.time()
-        while not tap.ready:
-            tap.poll(200)
-            if procs["daemon"].poll() is not None:
-                raise RuntimeError(f"the daemon exited early; see {logs / 'daemon.log'}")
-            if time.time() - t_wait > 60:
-                raise RuntimeError(f"the daemon did not become ready in 60 s; see {logs / 'daemon.log'}")
+        procs.start("gateway", "gateway", "--connect", verdicts_ep, "--plc", f"modbus://127.0.0.1:{sim.port}",
+                    "--cameras", ",".join(CAMERAS), "--stats", str(gateway_stats))
+        if not tap.wait_ready(60, alive=procs.children["daemon"].alive):
+            state = "exited early" if not procs.children["daemon"].alive() else "did not become ready in 60 s"
+            raise RuntimeError(f"the daemon {state}; see {procs.log_path('daemon')}")
         step(f"daemon ready (config {config}); starting 2 grabbers at {args.fps:g} fps, {args.frames} frames each")
         time.sleep(0.5)  # let the gateway see a heartbeat before parts arrive
         for k, cam in enumerate(CAMERAS):
-            procs[cam] = start(["grab", "--source", f"mvtec:{artifacts['data']}", "--camera", cam,
-                                "--connect", frames_ep, "--fps", str(args.fps), "--loop", "--seed", str(k),
-                                "--max-frames", str(args.frames), "--deadline-ms", str(args.deadline_ms)],
-                               logs / f"grab_{cam}.log")
+            procs.start(cam, "grab", "--source", f"mvtec:{artifacts['data']}", "--camera", cam,
+                        "--connect", frames_ep, "--fps", str(args.fps), "--loop", "--seed", str(k),
+                        "--max-frames", str(args.frames), "--deadline-ms", str(args.deadline_ms))
         t0 = time.time()
         last_print, grab_summaries = t0, {}
         expected = None
         while True:
-            tap.poll(100)
+            time.sleep(0.1)
             now = time.time()
             for cam in CAMERAS:
-                if cam not in grab_summaries and procs[cam].poll() is not None:
-                    grab_summaries[cam] = last_json_line(procs[cam].communicate()[0])
+                if cam not in grab_summaries and not procs.children[cam].alive():
+                    grab_summaries[cam] = procs.wait_exit(cam, 10).last_json() or {}
             if len(grab_summaries) == len(CAMERAS) and expected is None:
                 expected = sum(int(s.get("frames_sent", 0)) for s in grab_summaries.values())
+            verdicts = tap.verdicts
             if not args.quiet and now - last_print >= 1.0:
                 last_print = now
-                print(progress_line(tap.verdicts, now - t0), flush=True)
-            if expected is not None and len(tap.verdicts) >= expected:
+                print(progress_line(verdicts, now - t0), flush=True)
+            if expected is not None and len(verdicts) >= expected:
                 break
             if now - t0 > args.frames / args.fps * 3 + 60:
                 step("timed out waiting for verdicts")
                 break
         elapsed = time.time() - t0
+        verdicts = tap.verdicts
         # the gateway writes asynchronously: wait until the PLC holds every verdict (bounded)
         t_plc = time.time()
-        while sum(c["total"] for c in plc_counts(sim).values()) < len(tap.verdicts) and time.time() - t_plc < 10:
+        while sum(c["total"] for c in plc_counts(sim).values()) < len(verdicts) and time.time() - t_plc < 10:
             time.sleep(0.1)
         at_plc = plc_counts(sim)
-        stop(procs.pop("gateway"))
-        daemon_summary = last_json_line(stop(procs.pop("daemon")))
+        procs.stop("gateway")
+        daemon_summary = procs.stop("daemon").last_json() or {}
         gw = json.loads(gateway_stats.read_text()) if gateway_stats.is_file() else {}
-        return summarize(tap.verdicts, grab_summaries, at_plc, gw, daemon_summary, elapsed, artifacts)
+        return summarize(verdicts, grab_summaries, at_plc, gw, daemon_summary, elapsed, artifacts)
     finally:
-        for proc in procs.values():
-            stop(proc, timeout=5)
+        procs.stop_all(grace_s=5)
         sim.stop()
-        ctx.destroy(linger=0)
+        tap.close()
 
 
 def progress_line(verdicts: list[Verdict], elapsed: float) -> str:
     c = Counter(v.decision for v in verdicts)
     lat = [(v.decided_ns - v.capture_ns) / 1e6 for v in verdicts[-200:]]
-    p50 = f"{np.percentile(lat, 50):6.1f}" if lat else "   -  "
+    p50 = f"{percentile(lat, 50):6.1f}" if lat else "   -  "
     return (f"[line] {elapsed:5.1f} s  {len(verdicts) / max(elapsed, 1e-9):5.1f} frames/s  "
             f"OK {c['OK']:4d}  REJECT {c['REJECT']:4d}  FAULT {c['FAULT']:3d}  capture->verdict p50 {p50} ms")
 

@@ -66,10 +66,8 @@ import json
 import math
 import os
 import platform
-import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -87,21 +85,17 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python tools/bench_line.py` from a checkout
     sys.path.insert(0, str(REPO))
 
-import zmq  # noqa: E402
-from pymodbus.client import ModbusTcpClient  # noqa: E402
 
 from inspector.plc import modbus_map as mm  # noqa: E402
-from inspector.line.wire import TOPIC_HEARTBEAT, TOPIC_VERDICT, Heartbeat, WireError, decode_message  # noqa: E402
-from inspector.core.ports import free_port
-from inspector.demo import last_json_line  # noqa: E402
+from inspector.core.ports import free_port  # noqa: E402
+from inspector.core.stats import percentile  # noqa: E402
+from inspector.artifacts import BuildError, Layout, Recipe, build, ensure_data  # noqa: E402
+from inspector.line.harness import HarnessError, Processes, VerdictCollector, wait_until  # noqa: E402
+from inspector.plc.client import PlcClient, PlcClientError  # noqa: E402
 
 QUICK = {"cameras": [1, 2], "fps": [10.0], "seconds": 1.5, "engine_iters": 5}
 READY_TIMEOUT_S = 120.0   # daemon engine load + warm-up on a busy machine
 SETTLE_TIMEOUT_S = 30.0   # verdicts / PLC writes still in flight after the grabbers stop
-
-
-class BenchLineError(RuntimeError):
-    """The line could not be set up or did not behave (a process died, a wait timed out)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,17 +161,6 @@ def say(message: str) -> None:
     print(f"[bench_line] {message}", file=sys.stderr, flush=True)
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "inspector.cli", *args]
-
-
-def run_step(*args: str) -> None:
-    """Run ``inspector ARGS`` to completion; BenchLineError with its output when it fails."""
-    proc = subprocess.run(cli(*args), cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BenchLineError(f"inspector {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-
-
 # ------------------------------------------------------------------------------------------------
 # model, calibration and images
 # ------------------------------------------------------------------------------------------------
@@ -190,37 +173,20 @@ def engine_image_size(engine: Path) -> int:
 
 
 def prepare_artifacts(args) -> dict[str, Path]:
-    """Engine, profile and grabber images (made in ``--workdir`` when not given; cached)."""
+    """Engine, profile and grabber images (made in ``--workdir`` when not given; cached):
+    :func:`inspector.artifacts.build`."""
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     size = engine_image_size(args.engine) if args.engine else args.image_size
-    data = args.data
-    if data is None:
-        data = work / f"data_{size}"
-        if not (data / "test").is_dir():
-            say(f"synthesising sample data ({size}x{size}) -> {data}")
-            run_step("synth", "--out", str(data), "--product", "part", "--n-train", "40", "--n-test-good", "20",
-                     "--n-defect", "5", "--size", str(size), "--seed", "0", "--overwrite")
+    recipe = Recipe(product="part", size=size, n_train=40, n_test_good=20, n_defect=5, seed=0, n_calib_good=30,
+                    calib_seed=1, epochs=args.epochs, target_frr=0.01)
+    data = args.data if args.data is not None else ensure_data(recipe, work / f"data_{size}", say=say)
     if args.engine is not None:
         return {"engine": args.engine, "calibration": args.calibration, "data": data}
-    model, engine = work / f"model_{size}.pt", work / f"model_{size}.onnx"
-    calib, profile = work / f"calib_{size}", work / f"profile_{size}.json"
-    if not model.is_file():
-        say(f"training a {size}x{size} model for {args.epochs} epochs -> {model} (minutes on 2 cores)")
-        t0 = time.time()
-        run_step("train", "--data", str(data), "--out", str(model), "--epochs", str(args.epochs),
-                 "--image-size", str(size), "--no-progress")
-        say(f"trained in {time.time() - t0:.0f} s")
-    if not engine.is_file() or engine.stat().st_mtime < model.stat().st_mtime:
-        run_step("export", "--model", str(model), "--out", str(engine))
-        profile.unlink(missing_ok=True)
-    if not (calib / "test" / "good").is_dir():
-        run_step("synth", "--out", str(calib), "--product", "part", "--n-train", "0", "--n-test-good", "30",
-                 "--n-defect", "0", "--size", str(size), "--seed", "1", "--overwrite")
-    if not profile.is_file():
-        run_step("calibrate", "--engine", str(engine), "--good", str(calib), "--target-frr", "0.01",
-                 "--out", str(profile))
-    return {"engine": engine, "calibration": profile, "data": data, "model": model}
+    layout = Layout(data=data, calib=work / f"calib_{size}", model=work / f"model_{size}.pt",
+                    engine=work / f"model_{size}.onnx", profile=work / f"profile_{size}.json")
+    built = build(recipe, layout, generate_data=False, say=say)
+    return {"engine": built["engine"], "calibration": built["profile"], "data": data, "model": built["model"]}
 
 
 def grab_source(data: Path) -> str:
@@ -232,8 +198,6 @@ def grab_source(data: Path) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def percentile(values, q: float) -> float | None:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else None
 
 
 def line_images(data: Path, count: int) -> tuple[list[np.ndarray], list[str]]:
@@ -283,9 +247,9 @@ def bench_engine(engine_path: Path, data: Path, threads: int, max_batch: int, wa
         "path": str(engine_path), "image_size": [int(h), int(w)], "threads": int(threads or os.cpu_count() or 1),
         "max_batch": max_batch, "want_maps": want_maps, "iters": iters,
         "images_per_s_max_batch": float(max_batch * len(big) / big.sum()),
-        "batch_latency_ms_p50": float(np.percentile(big, 50) * 1e3),
-        "batch1_latency_ms_p50": float(np.percentile(one, 50) * 1e3),
-        "batch1_latency_ms_p99": float(np.percentile(one, 99) * 1e3),
+        "batch_latency_ms_p50": percentile(big * 1e3, 50),
+        "batch1_latency_ms_p50": percentile(one * 1e3, 50),
+        "batch1_latency_ms_p99": percentile(one * 1e3, 99),
         "images_per_s_batch1": float(len(one) / one.sum()),
         "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS"),
     }
@@ -296,170 +260,15 @@ def bench_engine(engine_path: Path, data: Path, threads: int, max_batch: int, wa
 # ------------------------------------------------------------------------------------------------
 
 
-class Processes:
-    """``inspector`` subprocesses by name: stdout piped (summaries), stderr to ``logs/<name>.log``.
-    ``stop`` = SIGTERM + bounded wait (kill on timeout); ``stop_all`` for whatever still runs."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        logs.mkdir(parents=True, exist_ok=True)
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        with open(self.logs / f"{name}.log", "w") as log:
-            proc = subprocess.Popen(cli(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.procs[name] = proc
-        return proc
-
-    def check_alive(self, name: str) -> None:
-        proc = self.procs[name]
-        if proc.poll() is not None:
-            raise BenchLineError(f"{name} exited with {proc.returncode}; see {self.logs / (name + '.log')}")
-
-    def first_line(self, name: str, timeout: float) -> str:
-        box: list[str] = []
-        reader = threading.Thread(target=lambda: box.append(self.procs[name].stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not box or not box[0]:
-            raise BenchLineError(f"{name} printed nothing in {timeout} s; see {self.logs / (name + '.log')}")
-        return box[0]
-
-    def wait_exit(self, name: str, timeout: float) -> str:
-        proc = self.procs.pop(name)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._kill(proc)
-            raise BenchLineError(f"{name} did not finish in {timeout} s") from None
-        return out or ""
-
-    def stop(self, name: str, timeout: float = 15.0) -> str:
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._kill(proc)
-            return ""
-        return out or ""
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        proc.kill()
-        try:
-            proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            try:
-                self.stop(name, timeout=10)
-            except Exception:  # keep going: nothing may outlive the benchmark
-                pass
+def records_for(collector: VerdictCollector, cameras: set[str]) -> list[tuple]:
+    """(camera_id, seq, capture_ns, arrival_ns, decision, reason, has_score) of ``cameras``' verdicts."""
+    with collector.lock:
+        arrivals = [a for a in collector.arrivals if a.verdict.camera_id in cameras]
+    return [(a.verdict.camera_id, a.verdict.seq, a.verdict.capture_ns, a.arrival_ns, a.verdict.decision,
+             a.verdict.reason, a.verdict.score is not None) for a in arrivals]
 
 
-class VerdictCollector:
-    """SUB on the daemon's verdicts + heartbeats in a background thread; stamps arrivals.
-
-    ``records``: (camera_id, seq, capture_ns, arrival_ns, decision, reason, has_score) tuples.
-    """
-
-    def __init__(self, endpoint: str) -> None:
-        self.context = zmq.Context()
-        self.sock = self.context.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.RCVHWM, 1_000_000)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        for topic in (TOPIC_VERDICT, TOPIC_HEARTBEAT):
-            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
-        self.sock.connect(endpoint)
-        self.lock = threading.Lock()
-        self.records: list[tuple] = []
-        self.ready = False
-        self.malformed = 0
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="verdicts", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.done.is_set():
-            if not self.sock.poll(50):
-                continue
-            while True:
-                try:
-                    parts = self.sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                arrival = time.time_ns()
-                try:
-                    msg = decode_message(parts)
-                except WireError:
-                    self.malformed += 1
-                    continue
-                if isinstance(msg, Heartbeat):
-                    self.ready = msg.ready
-                    continue
-                with self.lock:
-                    self.records.append((msg.camera_id, msg.seq, msg.capture_ns, arrival, msg.decision, msg.reason,
-                                         msg.score is not None))
-
-    def for_cameras(self, cameras: set[str]) -> list[tuple]:
-        with self.lock:
-            return [r for r in self.records if r[0] in cameras]
-
-    def close(self) -> None:
-        self.done.set()
-        self.thread.join(2)
-        self.sock.close(0)
-        self.context.term()
-
-
-class Plc:
-    """Reads the PLC like its programmer would (pymodbus client)."""
-
-    def __init__(self, port: int) -> None:
-        self.client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=1)
-
-    def coil(self, address: int) -> bool:
-        response = self.client.read_coils(address, count=1, device_id=1)
-        if response.isError():
-            raise BenchLineError(f"PLC coil read failed: {response}")
-        return bool(response.bits[0])
-
-    def write_coil(self, address: int, value: bool) -> None:
-        if self.client.write_coil(address, value, device_id=1).isError():
-            raise BenchLineError("PLC coil write failed")
-
-    def verdict_total(self, cameras: int) -> int:
-        """OK + REJECT + FAULT counters summed over camera blocks 0..cameras-1."""
-        total = 0
-        for i in range(cameras):
-            response = self.client.read_holding_registers(mm.camera_base(i), count=mm.CAMERA_HEADER_SIZE, device_id=1)
-            if response.isError():
-                raise BenchLineError(f"PLC register read failed: {response}")
-            h = mm.CameraHeader.from_registers(list(response.registers))
-            total += h.ok_count + h.reject_count + h.fault_count
-        return total
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchLineError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def wait_plc_settled(plc: Plc, cameras: int, before: int, expected: int) -> int:
+def wait_plc_settled(plc: PlcClient, cameras: int, before: int, expected: int) -> int:
     """Verdicts the PLC's counters gained: wait until all ``expected`` are there, or (a gateway
     that dropped part of its backlog) until the count stops growing for 3 s; bounded."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
@@ -547,7 +356,7 @@ def latency_summary(values_ms: list[float]) -> dict[str, Any]:
 
 def run_case(index: int, cameras: int, fps: float, args, line: dict) -> dict[str, Any]:
     procs: Processes = line["procs"]
-    plc: Plc = line["plc"]
+    plc: PlcClient = line["plc"]
     ids = [f"b{index}cam{k}" for k in range(cameras)]
     stats_path = args.workdir / "logs" / f"gateway_{index}.json"
     stats_path.unlink(missing_ok=True)
@@ -565,12 +374,12 @@ def run_case(index: int, cameras: int, fps: float, args, line: dict) -> dict[str
         procs.start(f"grab{k}", "grab", "--source", line["source"], "--camera", cam, "--connect", line["frames"],
                     "--fps", f"{fps:g}", "--loop", "--max-frames", str(frames_per_camera), *shuffle,
                     "--deadline-ms", f"{args.deadline_ms:g}")
-    summaries = [last_json_line(procs.wait_exit(f"grab{k}", timeout=args.seconds * 4 + 60)) for k in range(cameras)]
+    summaries = [procs.wait_exit(f"grab{k}", timeout=args.seconds * 4 + 60).last_json() or {} for k in range(cameras)]
     frames_sent = sum(int(s.get("frames_sent", 0)) for s in summaries)
     collector: VerdictCollector = line["collector"]
     wanted = set(ids)
-    wait_until(lambda: len(collector.for_cameras(wanted)) >= frames_sent, SETTLE_TIMEOUT_S, "every verdict at the SUB")
-    records = collector.for_cameras(wanted)
+    wait_until(lambda: len(records_for(collector, wanted)) >= frames_sent, SETTLE_TIMEOUT_S, "every verdict at the SUB")
+    records = records_for(collector, wanted)
     plc_verdicts = wait_plc_settled(plc, cameras, before, len(records))
     procs.stop("gateway")
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
@@ -620,12 +429,9 @@ def start_line(args, artifacts: dict, procs: Processes, engine: dict) -> dict[st
     procs.start("plc", "plc-sim", "--port", "0")
     procs.start("daemon", "serve", "--config", str(config))
     collector = VerdictCollector(verdicts)
-    line = procs.first_line("plc", 30)
-    if not line.startswith("plc-sim listening on "):
-        raise BenchLineError(f"unexpected plc-sim output: {line!r}")
-    plc_port = int(line.rsplit(":", 1)[1])
+    plc_port = int(procs.wait_line("plc", "plc-sim listening on ", 30).rsplit(":", 1)[1])
     wait_until(lambda: procs.check_alive("daemon") or collector.ready, READY_TIMEOUT_S, "the daemon to be ready")
-    return {"frames": frames, "verdicts": verdicts, "health": health, "plc_port": plc_port, "plc": Plc(plc_port),
+    return {"frames": frames, "verdicts": verdicts, "health": health, "plc_port": plc_port, "plc": PlcClient(plc_port),
             "collector": collector, "procs": procs, "source": grab_source(Path(artifacts["data"])), "engine": engine,
             "config": str(config)}
 
@@ -748,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{args.seconds:g} s")
                 cases.append(run_case(index, cameras, fps, args, line))
                 index += 1
-        daemon_summary = last_json_line(procs.stop("daemon", timeout=30))
+        daemon_summary = procs.stop("daemon", grace_s=30).last_json() or {}
     finally:
         if line is not None:
             line["plc"].close()
@@ -776,6 +582,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except BenchLineError as exc:
+    except (BuildError, HarnessError, PlcClientError) as exc:  # a step, a process or the PLC failed
         print(f"bench_line: {exc}", file=sys.stderr)
         sys.exit(2)

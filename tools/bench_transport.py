@@ -47,6 +47,7 @@ from typing import Callable
 import numpy as np
 import zmq
 
+from inspector.line import transport
 from inspector.line.wire import FrameHeader, WireError, recv_frame, send_frame
 
 SIZES: dict[str, tuple[int, int]] = {"1mp": (1024, 1024), "5mp": (2048, 2448)}  # name -> (H, W)
@@ -55,6 +56,7 @@ TRANSPORTS = ("ipc", "tcp")
 WARMUP_FRAMES = 3        # first frames of each case: connection set-up, not counted
 END_PART_ID = "end"      # part id of the frame that ends a case
 STARTUP_ALLOWANCE_S = 20.0  # sender start-up (spawned interpreter, imports) + drain, per case
+SEND_TIMEOUT_MS = int(STARTUP_ALLOWANCE_S * 1000)  # a send blocked this long: the receiver is gone
 SEED = 0
 
 
@@ -85,10 +87,8 @@ def sender_main(endpoint: str, shape: tuple[int, int, int], pixel_format: str, s
     """Sender process: PUSH-connect to ``endpoint``, send frames of ``shape`` for ``seconds`` (after
     WARMUP_FRAMES), paced at ``fps`` (0: as fast as the HWM lets), then one END frame."""
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.PUSH)
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.LINGER, int(STARTUP_ALLOWANCE_S * 1000))
-    sock.connect(endpoint)
+    sock = transport.frame_push(ctx, endpoint, hwm=hwm, send_timeout_ms=SEND_TIMEOUT_MS,
+                                linger_ms=int(STARTUP_ALLOWANCE_S * 1000))
     image = np.random.default_rng(SEED).integers(0, 256, size=shape, dtype=np.uint8)
     period = 1.0 / fps if fps else 0.0
     seq, end_at, next_at = 0, None, time.monotonic()
@@ -127,9 +127,7 @@ def endpoint_for(transport: str, tmpdir: str, index: int) -> str:
 def run_case(case: Case, seconds: float, hwm: int, tmpdir: str, index: int) -> dict:
     """Measure one case; returns its result row. Raises TransportBenchError."""
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.PULL)
-    sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock = transport.frame_pull(ctx, hwm=hwm)
     sock.bind(endpoint_for(case.transport, tmpdir, index))
     endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
     proc = multiprocessing.get_context("spawn").Process(

@@ -22,6 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inspector.core.dataset_layout import GOOD, TEST, TRAIN  # noqa: E402
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,8 +53,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    splits = {("train", "good"): good[:args.n_train], ("test", "good"): good[args.n_train:need_good],
-              ("test", "defect"): bad[:args.n_defect]}
+    splits = {(TRAIN, GOOD): good[:args.n_train], (TEST, GOOD): good[args.n_train:need_good],
+              (TEST, "defect"): bad[:args.n_defect]}
     for (split, kind), idx in splits.items():
         folder = out / split / kind
         folder.mkdir(parents=True)

@@ -21,6 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from inspector.core import dataset_layout as layout  # noqa: E402
+from inspector.core.images import read_image  # noqa: E402
+
 
 def random_crop_box(rng, h, w, min_side, max_aspect, must_contain=None):
     for _ in range(100):
@@ -41,6 +44,35 @@ def random_crop_box(rng, h, w, min_side, max_aspect, must_contain=None):
     return 0, 0, h, w
 
 
+def _read_mask(mask_path: Path) -> np.ndarray | None:
+    """The mask at ``mask_path`` as uint8 H x W (channels reduced by max), or None if there is none."""
+    if not mask_path.is_file():
+        return None
+    mask, _ = read_image(mask_path)
+    return mask.max(axis=2)
+
+
+def crop_one(rng, img_path: Path, dst_dir: Path, src: Path, out: Path, kind: str, args) -> None:
+    """Crop one image (and its mask, if any) to a random box that holds a defect pixel; written
+    to ``dst_dir`` and ``out``'s ground_truth/<kind>."""
+    image, _ = read_image(img_path)
+    h, w = image.shape[:2]
+    mask_name = layout.mask_name(img_path)
+    mask = _read_mask(layout.mask_dir(src, kind) / mask_name)
+    centre = None
+    if mask is not None and (mask > 0).any():
+        ys, xs = np.nonzero(mask > 0)
+        k = int(rng.integers(len(ys)))
+        centre = (int(ys[k]), int(xs[k]))
+    y, x, ch, cw = random_crop_box(rng, h, w, args.min_side, args.max_aspect, centre)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(dst_dir / img_path.name), image[y:y + ch, x:x + cw])
+    if mask is not None:
+        mdst = layout.mask_dir(out, kind) / mask_name
+        mdst.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(mdst), mask[y:y + ch, x:x + cw])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--src", required=True)
@@ -49,33 +81,16 @@ def main(argv=None) -> int:
     p.add_argument("--max-aspect", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    from inspector.core.images import IMAGE_EXTENSIONS  # noqa: E402
-
     src, out = Path(args.src), Path(args.out)
     if out.exists():
         shutil.rmtree(out)
     rng = np.random.default_rng(args.seed)
-    for img_path in sorted(src.glob("*/*/*")):
-        split, kind = img_path.parts[-3], img_path.parts[-2]
-        if split not in ("train", "test") or img_path.suffix.lower() not in IMAGE_EXTENSIONS:
+    for split in (layout.TEST, layout.TRAIN):  # name order, as the crops' random draws always came
+        if not layout.has_split(src, split):
             continue
-        image = cv2.imread(str(img_path), cv2.IMREAD_UNCHANGED)
-        h, w = image.shape[:2]
-        mask_path = src / "ground_truth" / kind / f"{img_path.stem}_mask.png"
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) if mask_path.is_file() else None
-        centre = None
-        if mask is not None and (mask > 0).any():
-            ys, xs = np.nonzero(mask > 0)
-            k = int(rng.integers(len(ys)))
-            centre = (int(ys[k]), int(xs[k]))
-        y, x, ch, cw = random_crop_box(rng, h, w, args.min_side, args.max_aspect, centre)
-        dst = out / split / kind / img_path.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(dst), image[y:y + ch, x:x + cw])
-        if mask is not None:
-            mdst = out / "ground_truth" / kind / mask_path.name
-            mdst.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(mdst), mask[y:y + ch, x:x + cw])
+        for kind, paths in layout.files_by_kind(src, split).items():
+            for img_path in paths:
+                crop_one(rng, img_path, out / split / kind, src, out, kind, args)
     print(f"wrote {out}")
     return 0
 

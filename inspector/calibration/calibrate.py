@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import math
 import platform
@@ -42,7 +41,8 @@ from .. import __version__
 from . import thresholds as th
 from ..model.data import GOOD, DatasetError, list_images, read_image
 from ..core.roi import Roi, roi_identity
-from ..judge.profile import inspection_identity, FORMAT, check_profile_matches, engine_identity, profile_from_dict, save_profile
+from .report import write_report
+from ..judge.profile import check_profile_matches, engine_block, new_profile, profile_from_dict, save_profile
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ MIN_FIT_PARTS = th.MIN_GOOD_SCORES + 1
 CV_FOLDS = 5
 CV_REPEATS = 5
 DEFAULT_PIXEL_FPR = 1e-4
-N_HEATMAPS = 4
 
 
 class CalibrationError(ValueError):
@@ -235,20 +234,7 @@ def separation_block(good_scores: np.ndarray, defect_scores: np.ndarray, defect_
 
 def engine_record(engine, engine_path: str | Path) -> dict[str, Any]:
     """The profile's ``engine`` block for an open engine."""
-    manifest = dict(engine.manifest)
-    manifest.setdefault("backend", engine.backend)
-    teacher = manifest.get("teacher") or {}
-    sha = engine_identity(manifest)
-    return {
-        "sha256": sha,
-        "backend": engine.backend,
-        "precision": manifest.get("precision", "fp32"),
-        "image_size": [int(v) for v in engine.image_size],
-        "teacher": {"name": teacher.get("name"), "weights_sha256": teacher.get("weights_sha256")},
-        "model_sha256": manifest.get("model_sha256", sha if engine.backend == "torch" else None),
-        "file": str(Path(engine_path).resolve()),
-        "inspection": inspection_identity(manifest),
-    }
+    return engine_block(engine.manifest, engine.backend, engine_file=engine_path, image_size=engine.image_size)
 
 
 def _versions() -> dict[str, str]:
@@ -335,34 +321,31 @@ def calibrate(engine, good_paths: list[Path], target_frr: float, *, engine_path:
                                                                       skip_bad=skip_bad, roi=roi)
         separation = separation_block(fit_scores, defect_scores, defect_maps, fit.threshold, *rule_args)
     fit_rejects = fit_scores >= fit.threshold
-    profile = {
-        "format": FORMAT,
-        "camera": camera,
-        "roi": roi_identity(roi),
-        "engine": engine_record(engine, engine_path),
-        "thresholds": {"image": fit.threshold, "pixel": rule.pixel_threshold,
-                       "min_defect_area": rule.min_defect_area, "pixel_fpr": rule.pixel_fpr,
-                       "region_frr": rule.region_frr},
-        "method": fit.method,
-        "params": dict(fit.params),
-        "target_frr": target,
-        "n_good": len(kept),
-        "n_fit": int(fit_idx.size),
-        "n_heldout": int(hold_idx.size),
-        "n_skipped": len(skipped) + n_defect_skipped,
-        "score_stats": score_statistics(fit_scores),
-        "estimated_frr": _frr_record(estimate),
-        "calibration_set_frr": {
+    profile = new_profile(
+        engine_record(engine, engine_path),
+        {"image": fit.threshold, "pixel": rule.pixel_threshold, "min_defect_area": rule.min_defect_area,
+         "pixel_fpr": rule.pixel_fpr, "region_frr": rule.region_frr},
+        camera=camera,
+        roi=roi_identity(roi),
+        method=fit.method,
+        params=dict(fit.params),
+        target_frr=target,
+        n_good=len(kept),
+        n_fit=int(fit_idx.size),
+        n_heldout=int(hold_idx.size),
+        n_skipped=len(skipped) + n_defect_skipped,
+        score_stats=score_statistics(fit_scores),
+        estimated_frr=_frr_record(estimate),
+        calibration_set_frr={
             "image": float(np.mean(fit_rejects)),
             "combined": float(np.mean(fit_rejects | region_rejects(fit_maps, *rule_args)))},
-        "holdout": holdout_block,
-        "separation": _without_roc(separation),
-        "sources": sources or {},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "command": command,
-    }
-    profile_from_dict(profile)  # never hand out an invalid profile
+        holdout=holdout_block,
+        separation=_without_roc(separation),
+        sources=sources or {},
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        versions=_versions(),
+        command=command,
+    )
     summary = _summary(profile, estimate, separation, kept, scores, set(hold_idx.tolist()), skipped, defect_scores)
     return Calibration(profile=profile, summary=summary, fit=fit, fit_scores=fit_scores, fit_maps=fit_maps,
                        fit_paths=[kept[i] for i in fit_idx], holdout_scores=scores[hold_idx],
@@ -405,100 +388,6 @@ def _probability(value: float, name: str) -> float:
     if not 0.0 < p < 1.0:
         raise CalibrationError(f"{name} must be in (0, 1), got {value!r}")
     return p
-
-
-# --------------------------------------------------------------------------------------------
-# report
-# --------------------------------------------------------------------------------------------
-
-
-def write_report(out_dir: str | Path, cal: Calibration, image_size: tuple[int, int]) -> list[Path]:
-    """``report.png`` (score histograms, threshold, fitted tail), ``summary.json`` and heatmaps of
-    the highest-scoring good parts with their defect regions. Returns the written paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_plot_report(out_dir / "report.png", cal)]
-    summary_path = out_dir / "summary.json"
-    summary_path.write_text(json.dumps(cal.summary, indent=2, allow_nan=False) + "\n")
-    written.append(summary_path)
-    written += _write_heatmaps(out_dir, cal, image_size)
-    return written
-
-
-def _plot_report(path: Path, cal: Calibration) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    thr, target = cal.fit.threshold, cal.fit.target_frr
-    groups = [("good (fit)", cal.fit_scores, "tab:blue"), ("good (held out)", cal.holdout_scores, "tab:green")]
-    if cal.defect_scores is not None:
-        groups.append(("defect", cal.defect_scores, "tab:red"))
-    every = np.concatenate([g[1] for g in groups if len(g[1])] + [[thr]])
-    bins = np.linspace(every.min(), every.max(), 40)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, values, color in groups:
-        if len(values):
-            left.hist(values, bins=bins, alpha=0.55, color=color, label=f"{label} (n={len(values)})")
-    left.axvline(thr, color="k", linestyle="--", label=f"threshold {thr:.4g}")
-    left.set(xlabel="image score", ylabel="parts", title="score histograms")
-    left.legend(fontsize=8)
-    # survival: empirical FRR of the fit scores vs the fitted model
-    ordered = np.sort(cal.fit_scores)
-    empirical = 1.0 - np.arange(ordered.size) / ordered.size
-    right.step(ordered, empirical, where="pre", color="tab:blue", label="good scores: P(score >= t)")
-    t_grid = np.linspace(ordered[0], max(thr, ordered[-1]) + 0.15 * (ordered[-1] - ordered[0] + 1e-9), 200)
-    model = [cal.fit.predicted_frr(t) for t in t_grid]
-    right.plot(t_grid, np.maximum(model, 1e-12), color="tab:orange",
-               label="fitted model" + (" (GPD tail)" if cal.fit.tail is not None else ""))
-    right.axhline(target, color="gray", linestyle=":", label=f"target FRR {target:g}")
-    right.axvline(thr, color="k", linestyle="--", label="threshold")
-    right.set_yscale("log")
-    right.set_ylim(max(min(target, 1.0 / ordered.size) / 20, 1e-9), 1.2)
-    right.set(xlabel="threshold t", ylabel="false-reject rate", title="FRR vs threshold (tail)")
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _write_heatmaps(out_dir: Path, cal: Calibration, image_size: tuple[int, int]) -> list[Path]:
-    """Overlay PNGs of the ``N_HEATMAPS`` highest-scoring good (fit) parts over the prepared image:
-    JET colour scale from the median good pixel (blue) to the image threshold (red); regions at or
-    above the pixel threshold boxed, white when the region rule counts them as defects (area >=
-    min_defect_area), grey when smaller; the score written top left."""
-    import cv2
-    from ..core.preprocess import prepare
-
-    thr = cal.fit.threshold
-    pixel_thr = cal.profile["thresholds"]["pixel"]
-    min_area = cal.profile["thresholds"]["min_defect_area"]
-    low = float(np.median(cal.fit_maps))
-    span = max(thr - low, 1e-6)
-    written = []
-    for rank, i in enumerate(np.argsort(-cal.fit_scores)[:N_HEATMAPS], start=1):
-        image, fmt = read_image(cal.fit_paths[i])
-        bgr = cv2.cvtColor(prepare(image, image_size, fmt), cv2.COLOR_RGB2BGR)
-        anomaly = cal.fit_maps[i]
-        level = np.clip((anomaly - low) / span, 0.0, 1.0)
-        colour = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)
-        overlay = cv2.addWeighted(bgr, 0.5, colour, 0.5, 0.0)
-        if pixel_thr is not None:
-            for region in th.defect_regions(anomaly, pixel_thr, 1):
-                x, y, w, h = region["x"], region["y"], region["w"], region["h"]
-                is_defect = region["area"] >= min_area
-                colour_box = (255, 255, 255) if is_defect else (150, 150, 150)
-                cv2.rectangle(overlay, (x, y), (x + w - 1, y + h - 1), colour_box, 1)
-        scale = max(1, 256 // max(image_size))
-        if scale > 1:
-            overlay = cv2.resize(overlay, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-        cv2.putText(overlay, f"{cal.fit_scores[i]:.4g}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (255, 255, 255), 1, cv2.LINE_AA)
-        path = out_dir / f"heatmap_{rank:02d}_{cal.fit_paths[i].stem}.png"
-        cv2.imwrite(str(path), overlay)
-        written.append(path)
-    return written
 
 
 # --------------------------------------------------------------------------------------------

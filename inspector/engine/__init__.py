@@ -3,6 +3,10 @@
 ``open_engine(backend, path)`` picks a backend by name: ``torch`` (reference, from a checkpoint),
 ``onnxruntime`` (CPU default, from an exported ``.onnx`` + manifest), ``tensorrt`` (GPU, FP16).
 Backends are imported lazily; nothing here imports torch or any GPU module at import time.
+
+The GPU map head: ``cuda_head`` (``CudaMapHead``, the device wrapper), ``cuda_kernel`` (the kernel's
+source, compile, constants, operators, launch geometry), ``cuda_emulator`` (numpy emulator) and
+``cuda_runtime`` (CUDA calls, GPU discovery, buffers); see docs/gpu.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
-"""The anomaly-map head on the GPU: the CUDA kernel in ``upsample_max.cu``, its host side, and a numpy
-emulator of the kernel's exact indexing and arithmetic.
+"""The anomaly-map head on the GPU: :class:`CudaMapHead`, the device wrapper that runs the CUDA kernel
+in ``upsample_max.cu``.
+
+Modules: :mod:`.cuda_runtime` (GPU discovery, CUDA calls, buffers), :mod:`.cuda_kernel` (the kernel's
+source, compile, constants, operators, launch geometry, keys, argument checks), :mod:`.cuda_emulator`
+(numpy emulator of the kernel) and this one.
 
 The head is the exact re-association of :class:`inspector.core.map_head.MapHead` (read its docstring):
 ``full[n] = sum_s L_s @ m_s[n] @ R_s^T``. The operators are the very matrices MapHead builds (float32),
@@ -23,9 +27,10 @@ CPU head (:meth:`inspector.engine.base.Engine.head`).
 
 Nothing here imports a CUDA module at import time: ``compile_kernel`` needs only cuda-core + NVRTC (works
 without a GPU), :class:`CudaMapHead` needs a GPU, cuda-core and cuda-bindings. The emulator
-(:func:`emulate_head`) is numpy only and mirrors the kernel's loops, index formulas, zero padding,
-FMA accumulation order, normalisation, valid mask, NaN-propagating max and key mapping, so the CPU
-tests check the kernel's indexing against MapHead + GoodStats + image_scores and the plain reference.
+(:func:`inspector.engine.cuda_emulator.emulate_head`) is numpy only and mirrors the kernel's loops,
+index formulas, zero padding, FMA accumulation order, normalisation, valid mask, NaN-propagating max
+and key mapping, so the CPU tests check the kernel's indexing against MapHead + GoodStats +
+image_scores and the plain reference.
 
 Failure behaviour: shape mismatches raise ValueError; anything CUDA raises :class:`CudaHeadError`
 (a RuntimeError) with the CUDA error name; ``cuda_device_count`` / ``has_cuda_gpu`` never raise.
@@ -33,482 +38,22 @@ Failure behaviour: shape mismatches raise ValueError; anything CUDA raises :clas
 
 from __future__ import annotations
 
-import ctypes
-import io
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.map_head import SIGMA, TRUNCATE, MapHead
+from ..core.map_head import SIGMA, TRUNCATE
+from .cuda_kernel import (KERNEL_SIGNATURES, MAX_SCALES, HeadOperators, check_scale_maps, check_stats_arrays,
+                          check_valid_mask, compile_program, decode_launch, stage1_launch, stage2_launch)
+from .cuda_runtime import (CudaHeadError, DeviceBuffer, PinnedArray, check_cuda, cuda_device_count, cudart, free_all,
+                           import_cuda_core, memcpy_async)
 
 if TYPE_CHECKING:  # core.scoring imports cv2; the head only reads .mean / .inv_std
     from ..core.scoring import GoodStats
 
-KERNEL_PATH = Path(__file__).with_name("upsample_max.cu")
-# Tile constants, passed to NVRTC as macros (the .cu carries the same defaults; a test checks them).
-TILES = {"BM": 64, "BN": 64, "BK": 16, "TX": 16, "TY": 16, "S1X": 64, "S1Y": 4}
-NTHREADS = TILES["TX"] * TILES["TY"]
-MAX_SCALES = 3
-ORDERED_MIN = -(2 ** 31)
-NAN_KEY = 0x7FFFFFFF
-DECODE_BLOCK = 128
-# Kernel parameter lists: "ptr" = a device pointer (8 bytes), "i32" = int. Checked against the .cu.
-KERNEL_SIGNATURES: dict[str, tuple[str, ...]] = {
-    "rows_times_right": ("ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32", "i32",
-                         "ptr", "ptr", "ptr", "i32"),
-    "left_times_rows_max": ("ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "ptr", "i32", "i32", "i32", "i32", "i32"),
-    "decode_scores": ("ptr", "ptr", "i32"),
-}
+__all__ = ["CudaMapHead"]
 
-
-class CudaHeadError(RuntimeError):
-    """The GPU head cannot be set up or a CUDA call failed (message names the call and the CUDA error)."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# GPU discovery and CUDA runtime helpers (cuda-bindings; cuda-python 11/12 spelled it ``cuda.cudart``)
-# ----------------------------------------------------------------------------------------------------
-
-def cudart():
-    """The CUDA runtime bindings module (``cuda.bindings.runtime``, or the older ``cuda.cudart``)."""
-    try:
-        from cuda.bindings import runtime
-        return runtime
-    except ImportError:
-        from cuda import cudart as runtime  # cuda-python < 12.6
-        return runtime
-
-
-def cuda_device_count() -> int:
-    """Number of usable CUDA GPUs; 0 when there is none, no driver, no bindings, or anything fails.
-
-    Never raises and never crashes the process (only queries the runtime / driver API)."""
-    try:
-        rt = cudart()
-        err, count = rt.cudaGetDeviceCount()
-        if int(getattr(err, "value", err)) == 0:
-            return max(0, int(count))
-        return 0
-    except Exception:
-        pass
-    try:
-        try:
-            from cuda.bindings import driver
-        except ImportError:
-            from cuda import cuda as driver
-        (err,) = driver.cuInit(0)
-        if int(getattr(err, "value", err)) != 0:
-            return 0
-        err, count = driver.cuDeviceGetCount()
-        return max(0, int(count)) if int(getattr(err, "value", err)) == 0 else 0
-    except Exception:
-        return 0
-
-
-def has_cuda_gpu() -> bool:
-    """True when at least one CUDA GPU is usable (catches everything; safe on machines without one)."""
-    return cuda_device_count() > 0
-
-
-def _error_name(rt, err) -> str:
-    try:
-        name = rt.cudaGetErrorName(err)[1]
-        return name.decode() if isinstance(name, bytes) else str(name)
-    except Exception:
-        return str(err)
-
-
-def check_cuda(result, what: str):
-    """Unpack a cuda-bindings result tuple ``(err, *values)``; raise CudaHeadError unless success.
-
-    Returns None, the single value, or the tuple of values."""
-    err, rest = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
-    if int(getattr(err, "value", err)) != 0:
-        raise CudaHeadError(f"{what} failed: {_error_name(cudart(), err)}")
-    if not rest:
-        return None
-    return rest[0] if len(rest) == 1 else rest
-
-
-def gpu_name(device: int = 0) -> str:
-    """The GPU's model name as CUDA reports it (e.g. ``NVIDIA H200``). Raises CudaHeadError."""
-    prop = check_cuda(cudart().cudaGetDeviceProperties(int(device)), "cudaGetDeviceProperties")
-    name = prop.name
-    if isinstance(name, (bytes, bytearray)):
-        name = bytes(name).split(b"\0", 1)[0].decode(errors="replace")
-    return str(name).strip()
-
-
-@dataclass
-class DeviceBuffer:
-    """``nbytes`` of device memory from cudaMalloc (``ptr`` int); ``free()`` is idempotent."""
-
-    ptr: int
-    nbytes: int
-
-    @classmethod
-    def allocate(cls, nbytes: int) -> "DeviceBuffer":
-        ptr = check_cuda(cudart().cudaMalloc(max(int(nbytes), 1)), f"cudaMalloc({nbytes})")
-        return cls(int(ptr), int(nbytes))
-
-    def free(self) -> None:
-        if self.ptr:
-            cudart().cudaFree(self.ptr)
-            self.ptr = 0
-
-
-@dataclass
-class PinnedArray:
-    """A numpy array over page-locked host memory (cudaMallocHost), for truly async copies."""
-
-    ptr: int
-    array: np.ndarray
-
-    @classmethod
-    def allocate(cls, shape: tuple[int, ...], dtype) -> "PinnedArray":
-        dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        ptr = int(check_cuda(cudart().cudaMallocHost(max(nbytes, 1)), f"cudaMallocHost({nbytes})"))
-        raw = (ctypes.c_char * max(nbytes, 1)).from_address(ptr)
-        array = np.frombuffer(raw, dtype=np.uint8, count=nbytes).view(dtype).reshape(shape)
-        return cls(ptr, array)
-
-    def free(self) -> None:
-        if self.ptr:
-            self.array = np.empty(0, self.array.dtype)  # drop the view before the memory goes
-            cudart().cudaFreeHost(self.ptr)
-            self.ptr = 0
-
-
-def memcpy_async(dst: int, src: int, nbytes: int, kind: str, stream) -> None:
-    """cudaMemcpyAsync; ``kind`` is "h2d", "d2h" or "d2d"."""
-    rt = cudart()
-    kinds = {"h2d": rt.cudaMemcpyKind.cudaMemcpyHostToDevice, "d2h": rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-             "d2d": rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice}
-    if nbytes:
-        check_cuda(rt.cudaMemcpyAsync(int(dst), int(src), int(nbytes), kinds[kind], stream), f"cudaMemcpyAsync {kind}")
-
-
-# ----------------------------------------------------------------------------------------------------
-# cuda-core (Program / launch): import path differs between releases
-# ----------------------------------------------------------------------------------------------------
-
-def import_cuda_core():
-    """The cuda-core namespace with Program, ProgramOptions, Device, LaunchConfig, launch.
-
-    cuda-core >= 0.4 exports them from ``cuda.core``; older releases (0.2, 0.3) from
-    ``cuda.core.experimental``. Raises ImportError when cuda-core is not installed."""
-    try:
-        import cuda.core as cc
-        if hasattr(cc, "Program") and hasattr(cc, "launch"):
-            return cc
-    except ImportError:
-        pass
-    import cuda.core.experimental as cc
-    return cc
-
-
-def kernel_source() -> str:
-    """The CUDA C source of the head (``upsample_max.cu``)."""
-    return KERNEL_PATH.read_text()
-
-
-def _program_options(cc, arch: str):
-    return cc.ProgramOptions(arch=arch, std="c++17", name="upsample_max",
-                             define_macro=[(k, str(v)) for k, v in TILES.items()])
-
-
-@dataclass
-class CompiledKernel:
-    arch: str
-    target: str
-    code: bytes
-    log: str = ""
-
-    @property
-    def size(self) -> int:
-        return len(self.code)
-
-
-def compile_kernel(arch: str = "sm_87", target: str = "cubin") -> CompiledKernel:
-    """Compile ``upsample_max.cu`` with NVRTC through cuda-core, for ``arch`` (``sm_XY``). No GPU needed
-    for ``cubin`` (PTX output asks the driver whether it can load it, so it needs one).
-
-    Raises ImportError without cuda-core, and cuda-core's NVRTC error (with the compile log) on
-    a compile error."""
-    cc = import_cuda_core()
-    log = io.StringIO()
-    program = cc.Program(kernel_source(), "c++", _program_options(cc, arch))
-    try:
-        obj = program.compile(target, logs=log)
-    finally:
-        if hasattr(program, "close"):
-            program.close()
-    code = obj.code
-    if isinstance(code, str):
-        code = code.encode()
-    return CompiledKernel(arch=arch, target=target, code=bytes(code), log=log.getvalue())
-
-
-# ----------------------------------------------------------------------------------------------------
-# Operators and launch geometry (shared by the emulator and the real launches)
-# ----------------------------------------------------------------------------------------------------
-
-@dataclass
-class HeadOperators:
-    """Concatenated, transposed operators of one model's head (see module docstring)."""
-
-    image_size: tuple[int, int]
-    scale_shapes: list[tuple[int, int]]
-    left_t: np.ndarray    # float32 K x H
-    right_t: np.ndarray   # float32 J x W
-    heights: tuple[int, int, int] = field(default=(0, 0, 0))  # h_s, padded with 0 to MAX_SCALES
-    widths: tuple[int, int, int] = field(default=(0, 0, 0))
-
-    @property
-    def K(self) -> int:
-        return int(sum(self.heights))
-
-    @classmethod
-    def build(cls, image_size, scale_shapes, sigma: float = SIGMA, truncate: float = TRUNCATE,
-              crop: int = 0) -> "HeadOperators":
-        """From MapHead's own float32 matrices (``image_size``: the per-scale maps' padded image;
-        ``crop``: the reflect margin cut from every side; ``ops.image_size`` is the output size).
-        Raises ValueError for bad sizes or > 3 scales."""
-        shapes = [(int(h), int(w)) for h, w in scale_shapes]
-        H, W = (int(image_size[0]), int(image_size[1]))
-        if not 1 <= len(shapes) <= MAX_SCALES:
-            raise ValueError(f"the GPU head takes 1..{MAX_SCALES} scales, got {len(shapes)}")
-        if H < 1 or W < 1 or any(h < 1 or w < 1 for h, w in shapes):
-            raise ValueError(f"bad sizes: image {image_size}, scales {scale_shapes}")
-        ref = MapHead((H, W), shapes, sigma=sigma, truncate=truncate, crop=crop)
-        if ref.out_size[0] * ref.out_size[1] >= 2 ** 31:
-            raise ValueError(f"a {ref.out_size[1]}x{ref.out_size[0]} map is too large for the kernel's int offsets")
-        left_t = np.ascontiguousarray(np.concatenate([lt.T for lt in ref.left], axis=0), dtype=np.float32)
-        right_t = np.ascontiguousarray(np.concatenate(ref.right_t, axis=0), dtype=np.float32)
-        pad = [0] * (MAX_SCALES - len(shapes))
-        return cls(ref.out_size, shapes, left_t, right_t, tuple([h for h, _ in shapes] + pad),
-                   tuple([w for _, w in shapes] + pad))
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-int(a) // int(b))
-
-
-def stage1_launch(W: int, K: int, n: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(grid, block) of ``rows_times_right``: one thread per (x, k), one grid layer per image."""
-    return (_ceil_div(W, TILES["S1X"]), _ceil_div(K, TILES["S1Y"]), int(n)), (TILES["S1X"], TILES["S1Y"], 1)
-
-
-def stage2_launch(W: int, H: int, n: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(grid, block) of ``left_times_rows_max``: one block per BM x BN output tile per image."""
-    return (_ceil_div(W, TILES["BN"]), _ceil_div(H, TILES["BM"]), int(n)), (TILES["TX"], TILES["TY"], 1)
-
-
-def decode_launch(n: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    return (_ceil_div(max(n, 1), DECODE_BLOCK), 1, 1), (DECODE_BLOCK, 1, 1)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Order-preserving float <-> int keys (the atomicMax trick), numpy versions of the device functions
-# ----------------------------------------------------------------------------------------------------
-
-def ordered_keys(values: np.ndarray) -> np.ndarray:
-    """float32 -> int32 keys with a < b  <=>  key(a) < key(b) (and -0 < +0); NaN -> NAN_KEY (largest)."""
-    v = np.asarray(values, dtype=np.float32)
-    bits = v.view(np.int32)
-    keys = np.where(bits >= 0, bits, bits ^ np.int32(0x7FFFFFFF)).astype(np.int32)
-    return np.where(np.isnan(v), np.int32(NAN_KEY), keys).astype(np.int32)
-
-
-def keys_to_float(keys: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`ordered_keys` (bit-exact for non-NaN values; NAN_KEY and ORDERED_MIN -> NaN)."""
-    k = np.asarray(keys, dtype=np.int32)
-    return np.where(k >= 0, k, k ^ np.int32(0x7FFFFFFF)).astype(np.int32).view(np.float32)
-
-
-# ----------------------------------------------------------------------------------------------------
-# numpy emulator of the three kernels (same loop structure and index formulas as upsample_max.cu)
-# ----------------------------------------------------------------------------------------------------
-
-def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """fmaf in numpy: the float32 product is exact in float64; one (double) rounding back to float32."""
-    return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
-
-
-def _nan_max(m: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """The device nan_max: (v > m || v != v) ? v : m."""
-    return np.where((v > m) | np.isnan(v), v, m)
-
-
-def emulate_rows_times_right(ops: HeadOperators, maps: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 1: -> (t_cat float32 N x K x W, keys int32 N reset to ORDERED_MIN)."""
-    H, W = ops.image_size
-    K = ops.K
-    (gx, gy, gz), (bx, by, _) = stage1_launch(W, K, n)
-    x = (np.arange(gx)[:, None] * bx + np.arange(bx)[None, :]).ravel()      # blockIdx.x * S1X + tx
-    k = (np.arange(gy)[:, None] * by + np.arange(by)[None, :]).ravel()      # blockIdx.y * S1Y + ty
-    x, k = x[x < W], k[k < K]                                               # the kernel's guard
-    (h0, h1, h2), (w0, w1, w2) = ops.heights, ops.widths
-    scale = np.where(k < h0, 0, np.where(k < h0 + h1, 1, 2))
-    row = k - np.array([0, h0, h0 + h1])[scale]
-    width = np.array([w0, w1, w2])[scale]
-    j0 = np.array([0, w0, w0 + w1])[scale]
-    flat = [np.ascontiguousarray(m, dtype=np.float32).reshape(n, -1) for m in maps]
-    acc = np.zeros((gz, len(k), len(x)), dtype=np.float32)
-    for j in range(max(width.max(initial=0), 0)):
-        active = j < width                                                  # for (j = 0; j < w; ++j)
-        vals = np.zeros((gz, len(k)), dtype=np.float32)
-        for s, m in enumerate(flat):
-            sel = active & (scale == s)
-            vals[:, sel] = m[:, row[sel] * width[sel] + j]                  # row[j], row = m + i * w
-        rt = ops.right_t[np.where(active, j0 + j, 0)][:, x]                 # col[j * W], col = right_t + j0*W + x
-        acc = np.where(active[None, :, None], _fma32(vals[:, :, None], rt[None, :, :], acc), acc)
-    t_cat = np.zeros((gz, K, W), dtype=np.float32)
-    t_cat[:, k[:, None], x[None, :]] = acc
-    return t_cat, np.full(gz, ORDERED_MIN, dtype=np.int32)
-
-
-def _finite_or_nan(v: np.ndarray) -> np.ndarray:
-    """The device finite_or_nan: NaN and +-inf enter the max as NaN."""
-    return np.where(np.abs(v) <= np.float32(3.402823466e38), v, np.float32(np.nan)).astype(np.float32)
-
-
-def check_stats_arrays(ops: HeadOperators, mean, inv_std) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mean, inv_std) as float32 C-contiguous H x W (the output size), or None when both are None.
-    Raises ValueError for one without the other or a shape that is not the output size."""
-    if mean is None and inv_std is None:
-        return None
-    if mean is None or inv_std is None:
-        raise ValueError("mean and inv_std go together (both or neither)")
-    mean = np.ascontiguousarray(mean, dtype=np.float32)
-    inv_std = np.ascontiguousarray(inv_std, dtype=np.float32)
-    if mean.shape != tuple(ops.image_size) or inv_std.shape != tuple(ops.image_size):
-        raise ValueError(f"statistics {mean.shape} / {inv_std.shape} do not match the head's output "
-                         f"{ops.image_size[0]} x {ops.image_size[1]}")
-    return mean, inv_std
-
-
-def check_valid_mask(ops: HeadOperators, valid, n: int) -> tuple[np.ndarray, int] | None:
-    """A valid region -> (uint8 C-contiguous mask, valid_stride) as the kernel takes them: H x W
-    (shared by the batch, stride 0) or n x H x W (stride H * W); None -> None. Nonzero / True = scored.
-    Raises ValueError for another shape."""
-    if valid is None:
-        return None
-    valid = np.asarray(valid)
-    H, W = ops.image_size
-    if valid.shape == (H, W):
-        stride = 0
-    elif valid.shape == (n, H, W):
-        stride = H * W
-    else:
-        raise ValueError(f"valid region {valid.shape} is neither {H} x {W} nor {n} x {H} x {W}")
-    return np.ascontiguousarray(valid != 0, dtype=np.uint8), stride
-
-
-def emulate_left_times_rows_max(ops: HeadOperators, t_cat: np.ndarray, keys: np.ndarray,
-                                write_map: bool, mean: np.ndarray | None = None,
-                                inv_std: np.ndarray | None = None, valid: np.ndarray | None = None
-                                ) -> np.ndarray | None:
-    """Stage 2 on all blocks and threads at once: updates ``keys`` in place, returns the map or None.
-
-    ``mean`` / ``inv_std``: float32 H x W statistics (both or neither); ``valid``: H x W (shared) or
-    N x H x W mask, nonzero = scored (see :func:`check_valid_mask`)."""
-    H, W = ops.image_size
-    K, n = ops.K, t_cat.shape[0]
-    stats = check_stats_arrays(ops, mean, inv_std)
-    mask = check_valid_mask(ops, valid, n)
-    BM, BN, BK, TX, TY = (TILES[c] for c in ("BM", "BN", "BK", "TX", "TY"))
-    RM, RN = BM // TY, BN // TX
-    (gx, gy, gz), _ = stage2_launch(W, H, n)
-    bx, by, bz = (a.ravel() for a in np.meshgrid(np.arange(gx), np.arange(gy), np.arange(gz), indexing="ij"))
-    x0, y0 = bx * BN, by * BM
-    tid = np.arange(NTHREADS)
-    tx, ty = tid % TX, tid // TX
-    e_l = (tid[None, :] + NTHREADS * np.arange(BK * BM // NTHREADS)[:, None]).ravel()
-    c_l, r_l = e_l // BM, e_l % BM
-    e_t = (tid[None, :] + NTHREADS * np.arange(BK * BN // NTHREADS)[:, None]).ravel()
-    c_t, r_t = e_t // BN, e_t % BN
-    rows = ty[:, None] + TY * np.arange(RM)[None, :]                       # ty + a * TY
-    cols = tx[:, None] + TX * np.arange(RN)[None, :]                       # tx + b * TX
-    acc = np.zeros((len(bx), NTHREADS, RM, RN), dtype=np.float32)
-    for k0 in range(0, K, BK):
-        ls = np.zeros((len(bx), BK, BM), dtype=np.float32)
-        kk_l, yy = k0 + c_l, y0[:, None] + r_l[None, :]
-        ok = (kk_l < K)[None, :] & (yy < H)
-        ls[:, c_l, r_l] = np.where(ok, ops.left_t[np.minimum(kk_l, K - 1)[None, :], np.minimum(yy, H - 1)], 0.0)
-        ts = np.zeros((len(bx), BK, BN), dtype=np.float32)
-        kk_t, xx = k0 + c_t, x0[:, None] + r_t[None, :]
-        ok = (kk_t < K)[None, :] & (xx < W)
-        ts[:, c_t, r_t] = np.where(ok, t_cat[bz[:, None], np.minimum(kk_t, K - 1)[None, :], np.minimum(xx, W - 1)], 0.0)
-        for kk in range(BK):
-            av = ls[:, kk, :][:, rows]                                      # (G, threads, RM)
-            bv = ts[:, kk, :][:, cols]                                      # (G, threads, RN)
-            acc = _fma32(av[:, :, :, None], bv[:, :, None, :], acc)
-    y = y0[:, None, None, None] + rows[None, :, :, None]
-    x = x0[:, None, None, None] + cols[None, :, None, :]
-    inside = (y < H) & (x < W)                                              # the (y < H && x < W) guard
-    p = np.minimum(y, H - 1) * W + np.minimum(x, W - 1)                     # p = y * W + x (G, t, RM, RN)
-    v = acc
-    if stats is not None:                                                   # __fmul_rn(__fsub_rn(v, m), s)
-        v = ((v - stats[0].ravel()[p]).astype(np.float32) * stats[1].ravel()[p]).astype(np.float32)
-    scored = inside
-    if mask is not None:                                                    # vn[p], vn = valid + n * stride
-        flat, stride = mask[0].ravel(), mask[1]
-        scored = inside & (flat[bz[:, None, None, None] * stride + p] != 0)
-    vm = _finite_or_nan(v)
-    local = np.full((len(bx), NTHREADS), -np.inf, dtype=np.float32)
-    for a in range(RM):
-        for b in range(RN):
-            local = np.where(scored[:, :, a, b], _nan_max(local, vm[:, :, a, b]), local)
-    red = local
-    s = NTHREADS // 2
-    while s > 0:                                                            # shared-memory tree
-        red = np.concatenate([_nan_max(red[:, :s], red[:, s:2 * s]), red[:, s:]], axis=1)
-        s //= 2
-    hit = red[:, 0] != -np.inf                                              # tid 0, red[0] != -inf
-    np.maximum.at(keys, bz[hit], ordered_keys(red[hit, 0]))                 # atomicMax per block
-    if not write_map:
-        return None
-    out = np.zeros((n, H, W), dtype=np.float32)
-    g, t, a, b = np.nonzero(np.broadcast_to(inside, acc.shape))
-    out[bz[g], y[g, t, a, 0], x[g, t, 0, b]] = v[g, t, a, b]
-    return out
-
-
-def emulate_head(ops: HeadOperators, scale_maps: list[np.ndarray], want_maps: bool = True, *,
-                 mean: np.ndarray | None = None, inv_std: np.ndarray | None = None,
-                 valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Run the three kernels in numpy: -> (scores float32 N, maps float32 N x H x W or None).
-
-    ``mean`` / ``inv_std`` (float32 H x W, both or neither): the good-part normalisation;
-    ``valid`` (bool / uint8 H x W or N x H x W): only these pixels are scored. Maps are normalised
-    at every pixel (outside the valid region too)."""
-    n = _check_maps(ops, scale_maps)
-    t_cat, keys = emulate_rows_times_right(ops, scale_maps, n)
-    out = emulate_left_times_rows_max(ops, t_cat, keys, want_maps, mean, inv_std, valid)
-    return keys_to_float(keys), out
-
-
-def _check_maps(ops: HeadOperators, scale_maps: list[np.ndarray]) -> int:
-    if len(scale_maps) != len(ops.scale_shapes):
-        raise ValueError(f"expected {len(ops.scale_shapes)} scale maps, got {len(scale_maps)}")
-    n = getattr(scale_maps[0], "shape", (0,))[0]
-    for m, shape in zip(scale_maps, ops.scale_shapes):
-        if not isinstance(m, np.ndarray) or m.ndim != 3 or m.shape != (n, *shape):
-            raise ValueError(f"scale map {getattr(m, 'shape', type(m))} does not match {n} x {shape[0]} x {shape[1]}")
-    if n < 1:
-        raise ValueError("empty batch")
-    return int(n)
-
-
-# ----------------------------------------------------------------------------------------------------
-# The real thing
-# ----------------------------------------------------------------------------------------------------
 
 class _ForeignStream:
     """``__cuda_stream__`` protocol wrapper for cuda-core releases without ``Stream.from_handle``."""
@@ -607,10 +152,8 @@ class CudaMapHead:
         self._cc_device.set_current()
 
     def _load_kernels(self) -> dict:
-        program = self._cc.Program(kernel_source(), "c++", _program_options(self._cc, self.arch))
-        log = io.StringIO()
         try:
-            obj = program.compile("cubin", logs=log)
+            obj, _ = compile_program(self._cc, self.arch, "cubin")
         except Exception as exc:
             raise CudaHeadError(f"NVRTC could not compile upsample_max.cu for {self.arch}: {exc}") from exc
         return {name: obj.get_kernel(name) for name in KERNEL_SIGNATURES}
@@ -740,7 +283,7 @@ class CudaMapHead:
 
     def upload_maps(self, scale_maps: list[np.ndarray]) -> tuple[list[int], int]:
         """Copy host scale maps into the head's staging buffers; -> (device pointers, n)."""
-        n = _check_maps(self.ops, scale_maps)
+        n = check_scale_maps(self.ops, scale_maps)
         self._ensure_capacity(n, want_maps=False)
         ptrs = []
         for s, m in enumerate(scale_maps):
@@ -824,11 +367,7 @@ class CudaMapHead:
             self.synchronize()
         except Exception:
             pass
-        for buf in self._buffers.values():
-            buf.free()
-        for arr in self._pinned.values():
-            arr.free()
-        self._buffers, self._pinned = {}, {}
+        free_all(self._buffers, self._pinned)
         if self._own_stream is not None:
             self._rt.cudaStreamDestroy(self._own_stream)
             self._own_stream = None

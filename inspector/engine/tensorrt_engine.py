@@ -50,8 +50,9 @@ from pathlib import Path
 import numpy as np
 
 from .base import Engine, EngineError, EngineResult, outside_to_minimum
-from .cuda_head import (CudaHeadError, CudaMapHead, DeviceBuffer, PinnedArray, check_cuda, cuda_device_count,
-                        cudart, gpu_name, memcpy_async)
+from .cuda_head import CudaMapHead
+from .cuda_runtime import (CudaHeadError, DeviceBuffer, PinnedArray, check_cuda, cuda_device_count, cudart, free_all,
+                           gpu_name, memcpy_async)
 from .manifest import INPUT_NAME, OUTPUT_NAMES, ManifestError, check_expectations, load_stats, read_manifest
 
 log = logging.getLogger(__name__)
@@ -447,11 +448,7 @@ class TensorRTEngine(Engine):
         self._context = None   # context before engine before runtime
         self._engine = None
         self._runtime = None
-        for buf in self._device_buffers.values():
-            buf.free()
-        for arr in self._pinned.values():
-            arr.free()
-        self._device_buffers, self._pinned = {}, {}
+        free_all(self._device_buffers, self._pinned)
         if self._stream is not None:
             try:
                 cudart().cudaStreamDestroy(self._stream)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.data import load_fitted, test_samples
+from ..core.dataset_layout import test_samples
+from ..model.data import load_fitted
 from .metrics import evaluate_set
 
 

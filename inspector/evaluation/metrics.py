@@ -29,7 +29,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-GOOD_KIND = "good"  # the kind name of defect-free images (MVTec AD convention)
+from ..core.dataset_layout import GOOD
+
+GOOD_KIND = GOOD  # the kind name of defect-free images (MVTec AD convention)
 
 # searchsorted queries are processed in chunks of this many values to bound temporary memory
 _CHUNK = 1 << 22

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..model.data import DatasetError, read_image
+from ..core.images import DatasetError, read_image
 from ..core.preprocess import prepare
 
 

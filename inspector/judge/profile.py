@@ -19,9 +19,10 @@ Everything else (method, params, score statistics, FRR estimate, hold-out and se
 versions, command line) is a record for people and is kept verbatim in ``CalibrationProfile.raw``.
 
 Fail closed: any problem raises :class:`ProfileError` naming the file; a profile that does not
-match the engine in use (other engine hash, image size, backend, precision or camera) is refused by
-:func:`check_profile_matches`. :func:`save_profile` validates before writing and writes
-atomically (temp file + fsync + rename), so a daemon reloading on SIGHUP never reads half a file.
+match the engine in use (other engine hash, image size, backend, precision, camera, inspection or
+ROI) is refused by :func:`check_profile_matches`. Profiles are made in one place,
+:func:`new_profile` (with :func:`engine_block`), and written by :func:`save_profile`, which
+validates before writing and writes atomically (temp file + fsync + rename), so a daemon reloading on SIGHUP never reads half a file.
 """
 
 from __future__ import annotations
@@ -196,6 +197,44 @@ def load_profile(path: str | Path) -> CalibrationProfile:
     return profile_from_dict(data, path)
 
 
+def engine_block(manifest: dict, backend: str, *, engine_file: str | Path | None = None,
+                 image_size: tuple[int, int] | list[int] | None = None) -> dict[str, Any]:
+    """A profile's ``engine`` block for the engine with ``manifest`` run by ``backend``: its
+    identity (:func:`engine_identity`), backend, precision, image size (``image_size``, default the
+    manifest's), teacher, model hash, file and inspection (:func:`inspection_identity`). Raises
+    ProfileError when the engine cannot be identified."""
+    manifest = dict(manifest)
+    manifest.setdefault("backend", backend)
+    sha = engine_identity(manifest)
+    teacher = manifest.get("teacher") or {}
+    size = image_size if image_size is not None else manifest.get("image_size")
+    if size is None:
+        raise ProfileError("the engine's manifest has no image_size")
+    return {
+        "sha256": sha,
+        "backend": backend,
+        "precision": manifest.get("precision", "fp32"),
+        "image_size": [int(v) for v in size],
+        "teacher": {"name": teacher.get("name"), "weights_sha256": teacher.get("weights_sha256")},
+        "model_sha256": manifest.get("model_sha256", sha if backend == "torch" else None),
+        "file": None if engine_file is None else str(Path(engine_file).resolve()),
+        "inspection": inspection_identity(manifest),
+    }
+
+
+def new_profile(engine: dict, thresholds: dict, *, camera: str | None = None, roi: dict | None = None,
+                **record: Any) -> dict[str, Any]:
+    """The one way a profile is made. ``engine``: :func:`engine_block`. ``thresholds``: ``image``,
+    ``pixel``, ``min_defect_area`` (the rules; more keys are kept as a record). ``camera``: None =
+    any camera. ``roi``: :meth:`inspector.core.roi.Roi.identity` of the ROI calibrated with (None:
+    the whole image). ``record``: everything else (method, statistics, versions...), kept
+    verbatim. Returns the validated dict (write it with :func:`save_profile`); raises ProfileError."""
+    data = {"format": FORMAT, "camera": camera, "roi": roi, "engine": engine, "thresholds": dict(thresholds),
+            **record}
+    profile_from_dict(data)
+    return data
+
+
 def save_profile(path: str | Path, data: dict) -> Path:
     """Validate ``data`` and write it to ``path`` as JSON, atomically (temp file in the same folder,
     fsync, rename). Creates the parent folder. Raises ProfileError for invalid data (nothing is
@@ -288,7 +327,10 @@ def check_profile_matches(profile: CalibrationProfile, manifest: dict, *, backen
         problems.append(f"inspection {recorded} != the engine's {expected} (geometry, score rule or "
                         "good-part statistics changed)")
     if profile.raw.get("roi") != roi:
-        problems.append(f"region of interest {roi} != calibrated {profile.raw.get('roi')}")
+        calibrated = profile.raw.get("roi")
+        problems.append(f"region of interest {roi or 'none (the whole image)'} != calibrated "
+                        f"{calibrated or 'none (the whole image)'} (calibrate this camera with the same "
+                        f"{'--roi' if roi else 'no --roi'})")
     if problems:
         where = f" {profile.path}" if profile.path else ""
         raise ProfileError(f"calibration profile{where} does not fit: " + "; ".join(problems)

@@ -13,8 +13,8 @@ Fail closed: a score that is not a finite number (NaN, +-inf, None, not a number
 compared: it is ``FAULT``/``engine_error``; a threshold that is not finite is
 ``FAULT``/``no_calibration``. When both rules reject, the image rule names the reason.
 
-Every reason the daemon emits and the decision it goes with are in :data:`REASON_DECISIONS`
-(docs/protocol.md, "Reason codes"): everything that is not a judgement of the part is a FAULT,
+Every reason the daemon emits and the decision it goes with are in the one table,
+:mod:`inspector.judge.reasons` (docs/protocol.md, "Reason codes"): everything that is not a judgement of the part is a FAULT,
 which the PLC treats as a reject.
 """
 
@@ -26,19 +26,7 @@ from typing import Any
 
 import numpy as np
 
-OK, REJECT, FAULT = "OK", "REJECT", "FAULT"
-
-REASON_DECISIONS: dict[str, str] = {
-    "score_above_threshold": REJECT,  # image score >= the camera's image threshold
-    "defect_area": REJECT,            # a defect region >= min_defect_area pixels
-    "deadline_missed": FAULT,         # no verdict could be made before deadline_ns
-    "decode_error": FAULT,            # malformed frame message (wire.WireError)
-    "engine_error": FAULT,            # the engine failed, or returned a non-finite score / map
-    "sequence_gap": FAULT,            # this camera's frame with this seq never arrived
-    "no_calibration": FAULT,          # no usable calibration profile for this camera
-    "overload_dropped": FAULT,        # dropped by the overload policy
-    "shutdown": FAULT,                # the daemon stopped before judging the frame
-}
+from inspector.judge.reasons import FAULT, OK, REASON_DECISIONS, REJECT  # noqa: F401 (re-exported)
 
 
 def decision_for(reason: str) -> str:

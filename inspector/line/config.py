@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(?P<port>\d+)|ipc://\S+|inproc://\S+)$")
@@ -52,6 +54,16 @@ def _check_endpoint(value: str, *, allow_empty: bool) -> str:
     return value
 
 
+def connectable(endpoint: str) -> str:
+    """The endpoint a peer on this machine connects to for a bound ``endpoint``: a wildcard host
+    (``*``, ``0.0.0.0``, ``[::]``) becomes loopback; anything else is unchanged."""
+    for wildcard, loopback in (("tcp://*:", "tcp://127.0.0.1:"), ("tcp://0.0.0.0:", "tcp://127.0.0.1:"),
+                               ("tcp://[::]:", "tcp://[::1]:")):
+        if endpoint.startswith(wildcard):
+            return loopback + endpoint[len(wildcard):]
+    return endpoint
+
+
 def parse_host_port(value: str) -> tuple[str, int]:
     """``"HOST:PORT"`` (``[v6]:PORT`` too; PORT 0..65535, 0 = any free port) -> (host, port).
     Raises ValueError."""
@@ -72,16 +84,52 @@ def _resolve(value: str, info: ValidationInfo) -> str:
     return os.path.normpath(path)
 
 
+def _resolve_roi_spec(value: str, info: ValidationInfo) -> str:
+    """A ROI rectangle "x,y,w,h" stays as it is; a mask file path resolves like other paths."""
+    if not value or re.fullmatch(r"\s*\d+\s*,\s*\d+\s*,\s*\d+\s*,\s*\d+\s*", value):
+        return value
+    return _resolve(value, info)
+
+
+def _resolve_source_spec(value: str, info: ValidationInfo) -> str:
+    """A grabber source: URLs and ``kind:...`` specs (``cam:0``, ``mvtec:PATH``, ``genicam:...``,
+    ``rtsp://...``) stay as they are (``mvtec:`` gets its path resolved); anything else is a
+    file or folder path, resolved against the config file's folder."""
+    if not value:
+        return value
+    kind, sep, rest = value.partition(":")
+    if sep and kind == "mvtec":
+        return f"mvtec:{_resolve(rest, info)}"
+    if sep and len(kind) > 1:  # a scheme (not a Windows drive letter)
+        return value
+    return _resolve(value, info)
+
+
+def _optional_host_port(value: str) -> str:
+    if value:
+        parse_host_port(value)
+    return value
+
+
+# string types with their checks (one definition each; relative paths resolve against the file)
+Endpoint = Annotated[str, AfterValidator(lambda v: _check_endpoint(v, allow_empty=False))]
+OptionalEndpoint = Annotated[str, AfterValidator(lambda v: _check_endpoint(v, allow_empty=True))]
+HostPort = Annotated[str, AfterValidator(_optional_host_port)]      # "HOST:PORT" or "" (off)
+ResolvedPath = Annotated[str, AfterValidator(_resolve)]
+RoiSpec = Annotated[str, AfterValidator(_resolve_roi_spec)]         # "x,y,w,h" or a mask file, "" = none
+SourceSpec = Annotated[str, AfterValidator(_resolve_source_spec)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
 class DaemonSection(_Strict):
     id: str = Field("inspector-1", min_length=1)
-    frames: str                        # PULL, bound by the daemon; grabbers connect
-    verdicts: str                      # PUB, bound by the daemon; gateways / recorders connect
-    tap: str = ""                      # optional PUB mirroring received frames
-    health: str = ""                   # "HOST:PORT" of the HTTP server; "" = off
+    frames: Endpoint                   # PULL, bound by the daemon; grabbers connect
+    verdicts: Endpoint                 # PUB, bound by the daemon; gateways / recorders connect
+    tap: OptionalEndpoint = ""         # optional PUB mirroring received frames
+    health: HostPort = ""              # "HOST:PORT" of the HTTP server; "" = off
     heartbeat_ms: int = Field(250, ge=10, le=60_000)
     log_format: Literal["json", "text"] = "json"
     rcvhwm: int = Field(4, ge=1, le=100_000)          # frames ZeroMQ may hold before the daemon takes them
@@ -95,22 +143,8 @@ class DaemonSection(_Strict):
         _check_wire_text(value, "daemon id")
         return value
 
-    @field_validator("frames", "verdicts")
-    @classmethod
-    def _required_endpoint(cls, value: str) -> str:
-        return _check_endpoint(value, allow_empty=False)
 
-    @field_validator("tap")
-    @classmethod
-    def _optional_endpoint(cls, value: str) -> str:
-        return _check_endpoint(value, allow_empty=True)
 
-    @field_validator("health")
-    @classmethod
-    def _health(cls, value: str) -> str:
-        if value:
-            parse_host_port(value)
-        return value
 
     @model_validator(mode="after")
     def _distinct_endpoints(self) -> "DaemonSection":
@@ -121,35 +155,103 @@ class DaemonSection(_Strict):
 
 
 class EngineSection(_Strict):
-    path: str = Field(min_length=1)
+    path: ResolvedPath = Field(min_length=1)
     backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
     threads: int = Field(0, ge=0, le=1024)        # 0 = all cores (onnxruntime only)
     max_batch: int = Field(8, ge=1, le=1024)
     max_wait_ms: float = Field(4.0, ge=0.0, le=10_000.0)
 
-    @field_validator("path")
-    @classmethod
-    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve(value, info)
 
 
-class DefaultsSection(_Strict):
+class GrabberSettings(_Strict):
+    """How a camera's grabber process sends frames (``inspector grab``); in ``[defaults]`` for
+    every camera, overridden per camera."""
+
+    fps: float | None = Field(None, gt=0.0, le=100_000.0)    # None = as fast as the HWM lets
+    loop: bool = False                                       # repeat file sources forever
+    max_frames: int | None = Field(None, ge=0)               # stop after N frames (None = never)
+    jpeg: bool = False
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    hwm: int = Field(4, ge=1, le=100_000)
+    seed: int | None = None                                  # MVTec sources: shuffle with this seed
+
+
+class DefaultsSection(GrabberSettings):
     deadline_ms: float = Field(500.0, gt=0.0, le=3_600_000.0)
-    calibration: str = ""   # profile for cameras without their own ("" = none)
+    calibration: ResolvedPath = ""   # profile for cameras without their own ("" = none)
+    roi: RoiSpec = ""                # region of interest for cameras without their own ("" = the whole image)
 
-    @field_validator("calibration")
-    @classmethod
-    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve(value, info)
+
 
 
 class CameraSection(_Strict):
-    calibration: str = Field(min_length=1)
+    """One camera, declared once: its calibration profile, ROI, deadline and, when the box runs
+    its grabber, the frame source. Unset keys take ``[defaults]`` (see :meth:`Config.camera`)."""
 
-    @field_validator("calibration")
+    calibration: ResolvedPath = ""       # "" = [defaults] calibration
+    roi: RoiSpec | None = None           # "x,y,w,h" or a mask file; None = [defaults] roi; "" = none
+    deadline_ms: float | None = Field(None, gt=0.0, le=3_600_000.0)
+    source: SourceSpec = ""              # grabber source (inspector grab --source); "" = no grabber here
+    fps: float | None = Field(None, gt=0.0, le=100_000.0)
+    loop: bool | None = None
+    max_frames: int | None = Field(None, ge=0)
+    jpeg: bool | None = None
+    jpeg_quality: int | None = Field(None, ge=1, le=100)
+    hwm: int | None = Field(None, ge=1, le=100_000)
+    seed: int | None = None
+
+
+
+
+PLC_RE = re.compile(r"^(?:sim|sim://\S+:\d+|modbus://[^/\s]+)$")
+MAX_PLC_CAMERAS = 16   # camera blocks in the register map (inspector.plc.modbus_map.MAX_CAMERAS)
+
+
+class GatewaySection(_Strict):
+    """One gateway process (``inspector gateway``) and its PLC. ``cameras``: the camera ids it
+    writes, position = camera block in the PLC; every one must be a daemon camera."""
+
+    plc: str                              # modbus://HOST[:PORT], sim, sim://HOST:PORT
+    cameras: list[str] = Field(min_length=1, max_length=MAX_PLC_CAMERAS)
+    connect: OptionalEndpoint = ""        # the daemon's verdicts endpoint ("" = [daemon] verdicts)
+    device_id: int = Field(1, ge=0, le=255)
+    heartbeat_timeout_s: float = Field(2.0, gt=0.0, le=3600.0)
+    pulse_ms: float = Field(50.0, gt=0.0, le=60_000.0)
+    backlog: int = Field(1024, ge=1, le=1_000_000)
+    timeout_s: float = Field(1.0, gt=0.0, le=600.0)
+    reconnect_max_s: float = Field(5.0, gt=0.0, le=3600.0)
+    metrics: HostPort = ""                # "HOST:PORT" of a Prometheus endpoint ("" = off)
+    stats: ResolvedPath = ""              # write counts + latency percentiles as JSON here on exit
+
+    @field_validator("plc")
     @classmethod
-    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve(value, info)
+    def _plc(cls, value: str) -> str:
+        if not PLC_RE.match(value):
+            raise ValueError(f"{value!r}: expected modbus://HOST[:PORT], sim or sim://HOST:PORT")
+        return value
+
+    @field_validator("cameras")
+    @classmethod
+    def _cameras(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate camera id in {value}")
+        return value
+
+
+
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """A camera's section merged with ``[defaults]``: what its grabber and the daemon use."""
+
+    id: str
+    calibration: str        # "" = none
+    calibration_where: str  # "[cameras.X] calibration" or "[defaults] calibration"
+    roi: str                # "" = the whole image
+    deadline_ms: float
+    source: str             # "" = no grabber in this box
+    grabber: GrabberSettings
 
 
 class OverloadSection(_Strict):
@@ -163,6 +265,7 @@ class Config(_Strict):
     defaults: DefaultsSection = DefaultsSection()
     cameras: dict[str, CameraSection] = {}
     overload: OverloadSection = OverloadSection()
+    gateways: dict[str, GatewaySection] = {}
     _source: str = PrivateAttr("<dict>")  # the file this came from (for messages)
 
     @property
@@ -176,19 +279,56 @@ class Config(_Strict):
             _check_wire_text(name, f"camera id {name!r}")
         return value
 
+    @field_validator("gateways")
+    @classmethod
+    def _gateway_names(cls, value: dict[str, GatewaySection]) -> dict[str, GatewaySection]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+                raise ValueError(f"gateway name {name!r}: 1..64 of A-Z a-z 0-9 _ - (it names a process)")
+        return value
+
+    def camera(self, name: str) -> CameraSettings:
+        """Camera ``name`` (declared or not) merged with ``[defaults]``."""
+        section = self.cameras.get(name, CameraSection())
+        d = self.defaults
+        grabber = GrabberSettings(**{key: d.model_dump()[key] if getattr(section, key) is None else getattr(section, key)
+                                     for key in GrabberSettings.model_fields})
+        own = name in self.cameras and bool(section.calibration)
+        return CameraSettings(
+            id=name,
+            calibration=section.calibration if own else d.calibration,
+            calibration_where=f"[cameras.{name}] calibration" if own else "[defaults] calibration",
+            roi=d.roi if section.roi is None else section.roi,
+            deadline_ms=d.deadline_ms if section.deadline_ms is None else section.deadline_ms,
+            source=section.source,
+            grabber=grabber,
+        )
+
     def calibration_for(self, camera: str) -> tuple[str, str]:
         """(profile path, where it is configured) for ``camera``; path "" when none."""
-        if camera in self.cameras:
-            return self.cameras[camera].calibration, f"[cameras.{camera}] calibration"
-        return self.defaults.calibration, "[defaults] calibration"
+        settings = self.camera(camera)
+        return settings.calibration, settings.calibration_where
+
+    def roi_for(self, camera: str | None) -> str:
+        """The ROI spec of ``camera`` (None: cameras without a section); "" = the whole image."""
+        return self.defaults.roi if camera is None else self.camera(camera).roi
+
+    def deadline_ms_for(self, camera: str) -> float:
+        """The deadline (ms after capture) for ``camera``'s frames that carry none."""
+        section = self.cameras.get(camera)
+        if section is None or section.deadline_ms is None:
+            return self.defaults.deadline_ms
+        return section.deadline_ms
 
     def profile_paths(self) -> dict[str | None, tuple[str, str]]:
         """{camera (None = default): (path, location)} for every configured profile."""
         paths: dict[str | None, tuple[str, str]] = {}
         if self.defaults.calibration:
             paths[None] = (self.defaults.calibration, "[defaults] calibration")
-        for name, section in self.cameras.items():
-            paths[name] = (section.calibration, f"[cameras.{name}] calibration")
+        for name in self.cameras:
+            settings = self.camera(name)
+            if settings.calibration:
+                paths[name] = (settings.calibration, settings.calibration_where)
         return paths
 
 
@@ -271,7 +411,44 @@ def config_from_dict(data: dict[str, Any], *, base_dir: str | Path | None = None
             problems.append(f"{location}: {message}")
         raise ConfigError(problems) from None
     config._source = source
+    problems = cross_reference_problems(config, text)
+    if problems:
+        raise ConfigError(problems)
     return config
+
+
+def _section_line(text: str, section: str) -> int | None:
+    """Line (1-based) of the ``[section]`` header (quotes around parts ignored)."""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("[") and line.split("#", 1)[0].strip().strip("[] ").replace('"', "") == section:
+            return number
+    return None
+
+
+def cross_reference_problems(config: Config, text: str = "") -> list[str]:
+    """What must agree between sections of a box config: every camera a gateway writes is a
+    daemon camera (``[cameras.X]``), and, once there are gateways, every daemon camera is written
+    by one. Each problem names file, line and key."""
+    problems: list[str] = []
+
+    def where(section: str, key: str | None = None) -> str:
+        line = (_key_line(text, (*section.split("."), key)) if key else None) or _section_line(text, section)
+        return f"{config.source}:{line}" if line else config.source
+
+    served: set[str] = set()
+    for name, gateway in config.gateways.items():
+        for camera in gateway.cameras:
+            served.add(camera)
+            if camera not in config.cameras:
+                problems.append(f"{where(f'gateways.{name}', 'cameras')} [gateways.{name}] cameras: camera {camera!r} "
+                                f"is not a daemon camera (declare it once as [cameras.{camera}])")
+    if config.gateways:
+        for camera in config.cameras:
+            if camera not in served:
+                problems.append(f"{where(f'cameras.{camera}')} [cameras.{camera}]: no gateway writes camera {camera!r} "
+                                "(add it to the cameras of a [gateways.NAME] section)")
+    return problems
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,21 +472,16 @@ def engine_manifest(config: Config) -> dict:
 
 def check_profiles(config: Config, manifest: dict) -> list[str]:
     """Problems with the configured calibration profiles: each must load and match the engine
-    (hash, image size, backend, precision, camera). Also a problem: no profile at all."""
-    from inspector.judge.profile import ProfileError, check_profile_matches, load_profile
+    (hash, image size, backend, precision, camera, ROI), exactly as the daemon checks them at start
+    (:func:`inspector.line.profiles.load_thresholds`). Also a problem: no profile at all."""
+    from inspector.line.profiles import load_thresholds
 
     problems = []
-    paths = config.profile_paths()
-    if not paths:
+    if not config.profile_paths():
         problems.append(f"{config.source} [defaults] calibration: no calibration profile configured: "
                         "every frame would be FAULT no_calibration")
-    for camera, (path, where) in paths.items():
-        try:
-            profile = load_profile(path)
-            check_profile_matches(profile, manifest, backend=config.engine.backend, camera=camera)
-        except (ProfileError, OSError) as exc:
-            problems.append(f"{config.source} {where}: {exc}")
-    return problems
+    _, unusable = load_thresholds(config, manifest, config.engine.backend)
+    return problems + [f"{config.source} {problem}" for problem in unusable]
 
 
 def check_config(path: str | Path) -> list[str]:
@@ -328,3 +500,36 @@ def check_config(path: str | Path) -> list[str]:
         return [f"{config.source} [engine] path: engine not usable: {exc}"]
     problems.extend(check_profiles(config, manifest))
     return problems
+
+
+def print_check(path: str | Path) -> int:
+    """``--check-config``: print every problem of the config at ``path`` (or that it is OK);
+    returns the exit status, 0 (OK) or 2."""
+    problems = check_config(path)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) in {path}")
+        return 2
+    print(f"configuration OK: {path}")
+    return 0
+
+
+def load_or_report(path: str | Path) -> Config | None:
+    """The config at ``path``, or None after printing every problem to stderr (the commands then
+    exit 2)."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def command_config(path: str | Path, *, check_only: bool = False) -> Config | int:
+    """What a command with ``--config`` (and ``--check-config``) starts from: the config, or the
+    exit status to return (``--check-config``'s, or 2 after printing the problems)."""
+    if check_only:
+        return print_check(path)
+    config = load_or_report(path)
+    return 2 if config is None else config

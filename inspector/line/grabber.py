@@ -33,10 +33,13 @@ import math
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
 
+from inspector.line import transport
+from inspector.line.config import Config, connectable, load_config
 from inspector.line.sources import FrameSource, SourceError, SourceFrame, open_source, parse_node_value
 from inspector.line.wire import MAX_STR, FrameHeader, WireError, encode_header, send_frame
 
@@ -136,19 +139,11 @@ def _check_settings(camera_id: str, fps: float | None, max_frames: int | None, d
 
 
 def _open_push(context: zmq.Context, endpoint: str, hwm: int, linger_ms: int) -> zmq.Socket:
-    sock = context.socket(zmq.PUSH)
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.LINGER, linger_ms)
-    sock.setsockopt(zmq.SNDTIMEO, int(SEND_POLL_S * 1000))
-    sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a live daemon; block while there is none
-    sock.setsockopt(zmq.RECONNECT_IVL, 100)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
     try:
-        sock.connect(endpoint)
+        return transport.frame_push(context, endpoint, hwm=hwm, send_timeout_ms=int(SEND_POLL_S * 1000),
+                                    linger_ms=linger_ms)
     except zmq.ZMQError as exc:
-        sock.close(linger=0)
         raise GrabberError(f"cannot connect to {endpoint!r}: {exc}") from None
-    return sock
 
 
 class _Sender:
@@ -308,12 +303,16 @@ def _node_setting(text: str) -> tuple[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", required=True,
+    parser.add_argument("--config", type=Path, help="box config (inspector.toml): take the source and every "
+                        "setting from the camera's [cameras.ID] section and [defaults]; the daemon's frames endpoint")
+    parser.add_argument("--source",
                         help="image folder, MVTec folder (or mvtec:PATH), video file, cam:N, /dev/videoN, "
-                             "rtsp://..., http://..., genicam:PRODUCER.cti[#SERIAL] or genicam:sim[#SERIAL]")
+                             "rtsp://..., http://..., genicam:PRODUCER.cti[#SERIAL] or genicam:sim[#SERIAL] "
+                             "(required without --config)")
     parser.add_argument("--camera", required=True, help="camera id put in every frame header")
-    parser.add_argument("--connect", required=True, metavar="ENDPOINT",
-                        help="daemon's frame endpoint, e.g. tcp://127.0.0.1:5555 or ipc:///run/inspector/frames")
+    parser.add_argument("--connect", metavar="ENDPOINT",
+                        help="daemon's frame endpoint, e.g. tcp://127.0.0.1:5555 or ipc:///run/inspector/frames "
+                             "(required without --config)")
     parser.add_argument("--fps", type=_positive_float, help="pace frames at this rate (default: as fast as possible)")
     parser.add_argument("--loop", action="store_true", help="repeat file sources forever")
     parser.add_argument("--max-frames", type=_non_negative_int, help="stop after sending N frames")
@@ -340,9 +339,38 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def run(args: argparse.Namespace) -> int:
+def grabber_settings(config: Config, camera: str) -> dict[str, Any]:
+    """:func:`run_grabber`'s arguments for ``camera`` of a box config (its section merged with
+    ``[defaults]``; frames go to the daemon's frames endpoint; frames carry no deadline of their
+    own, the daemon applies the camera's ``deadline_ms``). Raises GrabberError when the camera is
+    not declared or has no source."""
+    if camera not in config.cameras:
+        raise GrabberError(f"{config.source}: no [cameras.{camera}] section")
+    settings = config.camera(camera)
+    if not settings.source:
+        raise GrabberError(f"{config.source} [cameras.{camera}] source: not set (no grabber for this camera)")
+    g = settings.grabber
+    return {"source": settings.source, "camera_id": camera, "endpoint": connectable(config.daemon.frames),
+            "fps": g.fps, "max_frames": g.max_frames, "loop": g.loop, "jpeg": g.jpeg, "jpeg_quality": g.jpeg_quality,
+            "hwm": g.hwm, "source_options": {} if g.seed is None else {"seed": g.seed}}
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_grabber`'s arguments from the command line, or with --config from the file."""
+    if args.config is not None:
+        return grabber_settings(load_config(args.config), args.camera)
+    if args.source is None or args.connect is None:
+        raise GrabberError("--source and --connect are required (or --config FILE)")
     if args.jpeg_quality is not None and not args.jpeg:
         raise GrabberError("--jpeg-quality needs --jpeg")
+    return {"source": args.source, "camera_id": args.camera, "endpoint": args.connect, "fps": args.fps,
+            "max_frames": args.max_frames, "deadline_ms": args.deadline_ms, "loop": args.loop, "jpeg": args.jpeg,
+            "jpeg_quality": args.jpeg_quality or 95, "hwm": args.hwm, "part_id_start": args.part_id_start,
+            "linger_ms": args.linger_ms, "source_options": _source_options(args)}
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
@@ -350,11 +378,7 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        summary = run_grabber(
-            args.source, args.camera, args.connect, fps=args.fps, max_frames=args.max_frames,
-            deadline_ms=args.deadline_ms, loop=args.loop, jpeg=args.jpeg,
-            jpeg_quality=args.jpeg_quality or 95, hwm=args.hwm, part_id_start=args.part_id_start,
-            linger_ms=args.linger_ms, source_options=_source_options(args), stop_event=stop)
+        summary = run_grabber(**settings, stop_event=stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

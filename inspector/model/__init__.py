@@ -1,6 +1,7 @@
 """Model: learning what good parts look like (the training side, with torch).
 
-MVTec AD-layout data sets (``data``), synthetic sample sets (``synthetic``), the frozen ImageNet
+MVTec AD-layout data sets (``data``; the folders are found by ``inspector.core.dataset_layout``),
+synthetic sample sets (``synthetic``, with ``synthetic_products`` and ``synthetic_defects``), the frozen ImageNet
 teachers (``teachers``), the Reverse Distillation network (``network``: OCBE + student decoder +
 cosine maps), training (``train``) and checkpoints that carry their config and identity
 (``checkpoint``).

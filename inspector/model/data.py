@@ -1,15 +1,10 @@
-"""MVTec AD-layout data sets: discover, read and validate.
+"""MVTec AD-layout data sets: read, validate and fit to an inspection size.
 
-Layout::
-
-    ROOT/train/good/*.png|jpg|jpeg|bmp|tif|tiff          good parts for training
-    ROOT/test/<kind>/*                                    'good' and one folder per defect kind
-    ROOT/ground_truth/<kind>/<stem>_mask.png              optional pixel masks (non-zero = defect)
-
-Images are returned as they are stored: ``uint8`` H x W x 1 (grayscale) or H x W x 3 (BGR), with
-the pixel format named alongside ("mono8" / "bgr8"). 16-bit images are reduced to 8 bits (>> 8).
-Unreadable or truncated images and masks of the wrong size raise :class:`DatasetError` naming the
-file, unless the caller asks for a counted skip (``skip_bad=True``).
+The folders are found by :mod:`inspector.core.dataset_layout` (``train_samples``, ``test_samples``,
+re-exported here) and every file is read by :func:`inspector.core.images.read_image`: images come
+as stored, ``uint8`` H x W x 1 (grayscale) or H x W x 3 (BGR), with the pixel format named
+alongside ("mono8" / "bgr8"). Unreadable or truncated images and masks of the wrong size raise
+:class:`DatasetError` naming the file, unless the caller asks for a counted skip (``skip_bad=True``).
 """
 
 from __future__ import annotations
@@ -20,24 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.images import IMAGE_EXTENSIONS, DatasetError, read_image
+from ..core.dataset_layout import (GOOD, IMAGE_EXTENSIONS, DatasetError, Sample, find_mask, list_images,
+                                   test_samples, train_samples)
+from ..core.images import read_image
+
+__all__ = ["GOOD", "IMAGE_EXTENSIONS", "DatasetError", "FittedSet", "Sample", "SkipLog", "find_mask", "fit_read",
+           "list_images", "load_fitted", "load_prepared", "read_image", "read_mask", "read_samples",
+           "test_samples", "train_samples"]
 
 log = logging.getLogger(__name__)
-
-GOOD = "good"
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image of a data set. ``kind`` is 'good' or the defect kind; ``mask_path`` may be None."""
-
-    path: Path
-    kind: str
-    mask_path: Path | None = None
-
-    @property
-    def is_defect(self) -> bool:
-        return self.kind != GOOD
 
 
 @dataclass
@@ -52,57 +38,6 @@ class SkipLog:
 
     def __len__(self) -> int:
         return len(self.skipped)
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name. Raises DatasetError if it is missing."""
-    if not folder.is_dir():
-        raise DatasetError(f"missing folder: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def train_samples(root: str | Path) -> list[Sample]:
-    """Good training images under ``root/train/good``; at least one is required."""
-    root = Path(root)
-    files = list_images(root / "train" / GOOD)
-    if not files:
-        raise DatasetError(f"no images in {root / 'train' / GOOD} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    return [Sample(p, GOOD) for p in files]
-
-
-def test_samples(root: str | Path) -> list[Sample]:
-    """Test images under ``root/test/<kind>``, with mask paths where ``ground_truth`` has them.
-
-    A defect image whose mask is missing while its kind has a ground-truth folder is an error
-    (a half-annotated set would silently distort pixel metrics).
-    """
-    root = Path(root)
-    test_dir = root / "test"
-    if not test_dir.is_dir():
-        raise DatasetError(f"missing folder: {test_dir}")
-    samples: list[Sample] = []
-    for kind_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
-        kind = kind_dir.name
-        gt_dir = root / "ground_truth" / kind
-        for path in list_images(kind_dir):
-            mask = None
-            if kind != GOOD and gt_dir.is_dir():
-                mask = find_mask(gt_dir, path)
-                if mask is None:
-                    raise DatasetError(f"no mask for {path} in {gt_dir} (expected {path.stem}_mask.png)")
-            samples.append(Sample(path, kind, mask))
-    if not samples:
-        raise DatasetError(f"no test images under {test_dir}")
-    return samples
-
-
-def find_mask(gt_dir: Path, image_path: Path) -> Path | None:
-    """``<stem>_mask.<ext>`` (png preferred) in ``gt_dir``, or None."""
-    for ext in (".png",) + IMAGE_EXTENSIONS:
-        candidate = gt_dir / f"{image_path.stem}_mask{ext}"
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def read_mask(path: str | Path, shape_hw: tuple[int, int]) -> np.ndarray:
@@ -173,7 +108,6 @@ def fit_read(images: list[np.ndarray], formats: list[str], masks: list[np.ndarra
     batch, valid = prepare_fitted(images, size_hw, fit, formats)
     fitted_masks = np.stack([fit_mask(m, size_hw, fit) for m in masks]) if masks is not None else None
     return FittedSet(batch, valid, fitted_masks, kept, skips)
-
 
 
 def load_prepared(samples: list[Sample], size_hw: tuple[int, int], *, skip_bad: bool = False,

@@ -40,6 +40,8 @@ import math
 import zlib
 from dataclasses import dataclass, fields
 
+from inspector.judge import reasons
+
 MAP_VERSION = 1
 MAX_CAMERAS = 16
 RING_SIZE = 32  # a power of two dividing 65536, so slot = write_count % RING_SIZE survives wrap
@@ -71,23 +73,12 @@ FAULT_GATEWAY_STOPPED = 1 << 4  # written last by a gateway that stops cleanly
 LATCHED_FAULTS = FAULT_BACKLOG_OVERFLOW | FAULT_UNKNOWN_CAMERA
 
 # ---- decision and reason codes ---------------------------------------------------------------
-DECISION_NONE = 0
-DECISION_CODES: dict[str, int] = {"OK": 1, "REJECT": 2, "FAULT": 3}
-
-REASON_NONE = 0
-REASON_OTHER = 255  # a reason string not in this table (wire.py allows new snake_case codes)
-REASON_CODES: dict[str, int] = {
-    "": REASON_NONE,  # OK verdicts carry no reason
-    "score_above_threshold": 1,
-    "defect_area": 2,
-    "deadline_missed": 3,
-    "decode_error": 4,
-    "engine_error": 5,
-    "sequence_gap": 6,
-    "no_calibration": 7,
-    "overload_dropped": 8,
-    "shutdown": 9,
-}
+# the numbers are columns of the one table, inspector.judge.reasons
+DECISION_CODES = reasons.DECISION_CODES
+DECISION_NONE = reasons.DECISION_NONE
+REASON_NONE = reasons.REASON_NONE
+REASON_OTHER = reasons.REASON_OTHER
+REASON_CODES: dict[str, int] = reasons.PLC_REASON_CODES
 
 # ---- RingEntry.flags bits ----------------------------------------------------------------------
 FLAG_PART_ID_CRC32 = 1 << 0  # part_code is CRC-32 of the part id's UTF-8 (not a number)

@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from inspector.line import wire
+from inspector.line import transport, wire
 from inspector.recordings.recording import COMPRESSIONS, RecordingWriter, record_from_folder
 from inspector.line.wire import Verdict, WireError
 
@@ -155,12 +155,8 @@ class _LiveRecorder:
 
 
 def _subscriber(context: zmq.Context, endpoint: str, topic: bytes) -> zmq.Socket:
-    sock = context.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM, 1000)
-    sock.setsockopt(zmq.SUBSCRIBE, topic)
-    sock.connect(endpoint)
-    return sock
+    hwm = transport.TAP_SUB_HWM if topic == wire.TOPIC_FRAME else transport.VERDICT_HWM
+    return transport.subscriber(context, endpoint, (topic,), hwm=hwm)
 
 
 def _drain(sock: zmq.Socket, handle: Any) -> None:

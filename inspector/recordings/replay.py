@@ -27,13 +27,14 @@ from typing import Any
 
 import zmq
 
-from inspector.line import wire
+from inspector.line import transport, wire
 from inspector.recordings.recording import RecordedFrame, open_recording
 
 log = logging.getLogger(__name__)
 
 LATE_AFTER_S = 0.05  # a frame sent more than this after its scheduled time counts as late
 SLEEP_SLICE_S = 0.05  # waits are cut into slices so a stop request is seen promptly
+SEND_SLICE_S = 0.1  # a blocked send looks at the stop request this often
 
 
 class ReplayError(RuntimeError):
@@ -91,12 +92,8 @@ def _wait_until(target: float, stop: threading.Event) -> None:
 
 
 def _push_socket(context: zmq.Context, endpoint: str, sndhwm: int, send_timeout_s: float, linger_ms: int) -> zmq.Socket:
-    sock = context.socket(zmq.PUSH)
-    sock.setsockopt(zmq.SNDHWM, sndhwm)
-    sock.setsockopt(zmq.SNDTIMEO, max(1, int(send_timeout_s * 1000)))
-    sock.setsockopt(zmq.LINGER, linger_ms)
-    sock.connect(endpoint)
-    return sock
+    slice_ms = int(min(send_timeout_s, SEND_SLICE_S) * 1000)
+    return transport.frame_push(context, endpoint, hwm=sndhwm, send_timeout_ms=slice_ms, linger_ms=linger_ms)
 
 
 def replay(
@@ -154,14 +151,16 @@ def replay(
                 lag = time.monotonic() - target
                 max_lag = max(max_lag, lag)
                 late += lag > LATE_AFTER_S
-            _send(sock, frame, deadline_ms, endpoint, send_timeout_s)
+            if not _send(sock, frame, deadline_ms, endpoint, send_timeout_s, stop):
+                break
             sent[frame.header.camera_id] = sent.get(frame.header.camera_id, 0) + 1
     except BaseException:
-        sock.setsockopt(zmq.LINGER, 0)  # failing: do not wait for frames nobody takes
+        sock.close(linger=0)  # failing: do not wait for frames nobody takes
         raise
     finally:
         frames.close()
-        sock.close()  # with the bounded linger: queued frames get linger_ms to leave
+        if not sock.closed:
+            sock.close()  # with the bounded linger: queued frames get linger_ms to leave
         if own_context:
             context.term()
     duration = time.monotonic() - started
@@ -174,11 +173,21 @@ def replay(
     }
 
 
-def _send(sock: zmq.Socket, frame: RecordedFrame, deadline_ms: float | None, endpoint: str, timeout_s: float) -> None:
+def _send(sock: zmq.Socket, frame: RecordedFrame, deadline_ms: float | None, endpoint: str, timeout_s: float,
+          stop: threading.Event) -> bool:
+    """Send one frame, blocking at most ``timeout_s`` in slices of SEND_SLICE_S (the socket's
+    SNDTIMEO) so that ``stop`` ends a blocked send. True = sent, False = stopped first. Raises
+    ReplayError when no receiver took it in time."""
     header = _restamp(frame.header, time.time_ns(), deadline_ms)
-    try:
-        sock.send_multipart([wire.encode_header(header), frame.payload], copy=False)
-    except zmq.Again:
-        raise ReplayError(
-            f"no receiver at {endpoint} took frame {header.camera_id}#{header.seq} within {timeout_s:g} s"
-        ) from None
+    parts = [wire.encode_header(header), frame.payload]
+    give_up = time.monotonic() + timeout_s
+    while not stop.is_set():
+        try:
+            sock.send_multipart(parts, copy=False)
+            return True
+        except zmq.Again:
+            if time.monotonic() >= give_up:
+                raise ReplayError(
+                    f"no receiver at {endpoint} took frame {header.camera_id}#{header.seq} within {timeout_s:g} s"
+                ) from None
+    return False

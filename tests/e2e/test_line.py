@@ -32,11 +32,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -51,9 +48,10 @@ from inspector.line import wire
 from inspector.engine import open_engine
 from inspector.judge.profile import load_profile
 from inspector.line.sources import mvtec_source
-from inspector.model.synthetic import make_normal
 
-from conftest import REPO, run_cli
+from conftest import REPO
+from inspector.line.harness import Processes
+from line_helpers import calibrate, render_good_parts
 from conftest import free_port, wait_until
 from conftest import PlcClient as PlcReader
 
@@ -71,83 +69,18 @@ DECISION = {"OK": 1, "REJECT": 2, "FAULT": 3}
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def last_json_line(text: str) -> dict:
-    for line in reversed((text or "").strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    raise AssertionError(f"no JSON summary line in output:\n{text[-2000:]}")
+def summary_of(child) -> dict:
+    """The JSON summary a finished ``inspector`` process printed last."""
+    summary = child.last_json()
+    assert summary is not None, f"no JSON summary line in {child.name}'s output:\n{child.output()[-2000:]}"
+    return summary
 
 
-class Processes:
-    """Named ``inspector`` subprocesses: stdout piped (summaries), stderr to ``<name>.log``.
-
-    ``stop`` sends SIGTERM and waits (bounded), killing on timeout; ``stop_all`` (the fixture's
-    finalizer) does that for whatever still runs, so nothing outlives a failed test.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.outputs: dict[str, str] = {}
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        with open(self.folder / f"{name}.log", "w") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen([sys.executable, "-m", "inspector.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
-                                    stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        path = self.folder / f"{name}.log"
-        return path.read_text()[-3000:] if path.is_file() else ""
-
-    def first_line(self, name: str, timeout: float) -> str:
-        """The first stdout line of ``name`` (read in a helper thread, so the wait is bounded)."""
-        box: list[str] = []
-        reader = threading.Thread(target=lambda: box.append(self.procs[name].stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        assert box and box[0], f"{name} printed nothing in {timeout} s:\n{self.log(name)}"
-        return box[0]
-
-    def wait_exit(self, name: str, timeout: float) -> str:
-        """Wait for ``name`` to exit by itself; its stdout. Kills it and fails on timeout."""
-        proc = self.procs[name]
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=5)
-            raise AssertionError(f"{name} did not finish in {timeout} s:\n{self.log(name)}")
-        self.outputs[name] = out
-        assert proc.returncode == 0, f"{name} exited with {proc.returncode}:\n{out}\n{self.log(name)}"
-        return out
-
-    def stop(self, name: str, timeout: float = 15.0) -> str:
-        proc = self.procs[name]
-        if name in self.outputs:
-            return self.outputs[name]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate(timeout=5)
-        self.outputs[name] = out or ""
-        return self.outputs[name]
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            try:
-                self.stop(name, timeout=10)
-            except Exception:  # finalizer: keep going, never leave a process behind
-                self.procs[name].kill()
-                self.procs[name].wait(5)
+def finished(procs: Processes, name: str, timeout: float) -> dict:
+    """Wait for ``name`` to exit by itself with status 0; its summary."""
+    child = procs.wait_exit(name, timeout)
+    assert child.returncode == 0, f"{name} exited with {child.returncode}:\n{child.output()[-3000:]}"
+    return summary_of(child)
 
 
 def read_log(path: Path) -> list[dict]:
@@ -199,15 +132,7 @@ def rising_edges(log: list[dict], coil: int) -> int:
 def line_profile(tiny_engine, tmp_path_factory) -> Path:
     """A profile written by `inspector calibrate` on 24 freshly rendered good parts (see module doc)."""
     folder = tmp_path_factory.mktemp("line_calibration")
-    good = folder / "good"
-    good.mkdir()
-    rng = np.random.default_rng(2)
-    for index in range(24):
-        cv2.imwrite(str(good / f"{index:03d}.png"), make_normal(rng, "texture", (64, 64)))
-    out = folder / "profile.json"
-    run_cli("calibrate", "--engine", str(tiny_engine), "--good", str(good), "--target-frr", "0.5",
-            "--no-region-rule", "--out", str(out), timeout=120)
-    return out
+    return calibrate(tiny_engine, render_good_parts(folder / "good"), folder / "profile.json")
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +147,7 @@ def engine_scores(tiny_engine, tiny_dataset) -> dict[str, float]:
 
 @pytest.fixture
 def procs(tmp_path):
-    group = Processes(tmp_path)
+    group = Processes(tmp_path, cwd=REPO)
     yield group
     group.stop_all()
 
@@ -272,9 +197,7 @@ def test_whole_line_every_frame_gets_exactly_one_consistent_verdict_at_the_plc(
     # PLC, daemon and gateway come up in parallel; the PLC prints its port first
     procs.start("plc", "plc-sim", "--port", "0", "--log", str(plc_log))
     procs.start("daemon", "serve", "--config", str(config))
-    line = procs.first_line("plc", timeout=30)
-    assert line.startswith("plc-sim listening on "), line
-    plc_port = int(line.rsplit(":", 1)[1])
+    plc_port = int(procs.wait_line("plc", "plc-sim listening on ", 30).rsplit(":", 1)[1])
     procs.start("gateway", "gateway", "--connect", verdicts_ep, "--plc", f"modbus://127.0.0.1:{plc_port}",
                 "--cameras", ",".join(CAMERAS), "--stats", str(stats_path), "--pulse-ms", "10")
     plc = PlcReader(plc_port)
@@ -291,7 +214,7 @@ def test_whole_line_every_frame_gets_exactly_one_consistent_verdict_at_the_plc(
         injected_image = cv2.imread(str(tiny_dataset / "test" / first_source), cv2.IMREAD_COLOR)
         injected = inject_frames(frames_ep, injected_image)
 
-        grabbed = {cam: last_json_line(procs.wait_exit(f"grab_{cam}", timeout=60)) for cam in GRAB_CAMERAS}
+        grabbed = {cam: finished(procs, f"grab_{cam}", 60) for cam in GRAB_CAMERAS}
         for cam, summary in grabbed.items():
             assert summary["frames_sent"] == n_images and summary["stopped_by"] == "max_frames", summary
         expected_counts = [grabbed[cam]["frames_sent"] for cam in GRAB_CAMERAS] + [len(injected)]
@@ -308,7 +231,7 @@ def test_whole_line_every_frame_gets_exactly_one_consistent_verdict_at_the_plc(
     finally:
         gateway_out = procs.stop("gateway")
         daemon_out = procs.stop("daemon")
-        final_status = plc.status() if procs.procs["plc"].poll() is None else None
+        final_status = plc.status() if procs.children["plc"].alive() else None
         final_globals = plc.globals() if final_status is not None else None
         plc.close()
         procs.stop("plc")
@@ -390,7 +313,7 @@ def test_whole_line_every_frame_gets_exactly_one_consistent_verdict_at_the_plc(
         "FAULT": sum(h.fault_count for h in headers)}
     assert stats["latency_ms"]["count"] == total and stats["reject_pulses"] == sum(
         h.reject_count + h.fault_count for h in headers)
-    summary = last_json_line(daemon_out)
+    summary = summary_of(daemon_out)
     frames_sent = sum(g["frames_sent"] for g in grabbed.values()) + 3
     assert summary["messages_received"] == frames_sent and summary["frame_verdicts"] == frames_sent
     assert summary["frames_without_verdict"] == 0 and summary["gap_verdicts"] == 2

@@ -12,12 +12,16 @@ import pytest
 
 from inspector.core.map_head import MapHead
 from inspector.core.scoring import GoodStats, image_scores
+from fake_cuda import install_fake_cuda
+from inspector.engine import cuda_emulator as emu
 from inspector.engine import cuda_head as ch
+from inspector.engine import cuda_kernel as ck
+from inspector.engine import cuda_runtime as cr
 
 
 def _has_cuda_core() -> bool:
     try:
-        ch.import_cuda_core()
+        cr.import_cuda_core()
         return True
     except Exception:
         return False
@@ -56,27 +60,27 @@ def _plain_reference(maps, size):
 @needs_cuda_core
 @pytest.mark.parametrize("arch", ["sm_87", "sm_89"])
 def test_kernel_compiles_with_nvrtc_without_a_gpu(arch):
-    compiled = ch.compile_kernel(arch)
+    compiled = ck.compile_kernel(arch)
     assert compiled.code[:4] == b"\x7fELF" and compiled.size > 4000
-    for name in ch.KERNEL_SIGNATURES:
+    for name in ck.KERNEL_SIGNATURES:
         assert name.encode() in compiled.code
 
 
 @needs_cuda_core
 def test_bad_tile_configuration_fails_to_compile(monkeypatch):
-    monkeypatch.setitem(ch.TILES, "TX", 12)  # 64 % 12 != 0: the source's #error guard must fire
+    monkeypatch.setitem(ck.TILES, "TX", 12)  # 64 % 12 != 0: the source's #error guard must fire
     with pytest.raises(Exception, match="tile sizes must divide evenly"):
-        ch.compile_kernel("sm_89")
+        ck.compile_kernel("sm_89")
 
 
 def test_tile_defaults_in_source_match_the_host():
-    src = ch.kernel_source()
+    src = ck.kernel_source()
     defaults = dict(re.findall(r"#ifndef (\w+)\s*\n#define \1 (\d+)", src))
-    assert {k: int(v) for k, v in defaults.items()} == ch.TILES
+    assert {k: int(v) for k, v in defaults.items()} == ck.TILES
 
 
 def test_kernel_parameter_lists_match_the_host_signatures():
-    src = ch.kernel_source()
+    src = ck.kernel_source()
     found = {}
     for name, params in re.findall(r'extern "C" __global__ void(?: __launch_bounds__\([^)]*\))?\s+(\w+)\(([^)]*)\)',
                                    src):
@@ -85,39 +89,39 @@ def test_kernel_parameter_lists_match_the_host_signatures():
             p = " ".join(p.split())
             kinds.append("ptr" if "*" in p else "i32" if re.fullmatch(r"(const )?int \w+", p) else f"?{p}")
         found[name] = tuple(kinds)
-    assert found == ch.KERNEL_SIGNATURES
+    assert found == ck.KERNEL_SIGNATURES
 
 
 def test_kernel_arguments_pack_to_the_parameter_widths():
     param_holder = pytest.importorskip("cuda.core._kernel_arg_handler").ParamHolder
     import ctypes
-    values = tuple(range(1, len(ch.KERNEL_SIGNATURES["rows_times_right"]) + 1))
+    values = tuple(range(1, len(ck.KERNEL_SIGNATURES["rows_times_right"]) + 1))
     args = ch._pack_args("rows_times_right", values)
     holder = param_holder(args)  # keep it alive while its memory is read
     slots = (ctypes.c_void_p * len(args)).from_address(holder.ptr)
-    for kind, value, slot in zip(ch.KERNEL_SIGNATURES["rows_times_right"], values, slots):
+    for kind, value, slot in zip(ck.KERNEL_SIGNATURES["rows_times_right"], values, slots):
         width = 8 if kind == "ptr" else 4
         assert ctypes.string_at(slot, width) == int(value).to_bytes(width, "little")
     del holder
-    with pytest.raises(ch.CudaHeadError):
+    with pytest.raises(cr.CudaHeadError):
         ch._pack_args("decode_scores", (1, 2))
-    with pytest.raises(ch.CudaHeadError):
+    with pytest.raises(cr.CudaHeadError):
         ch._pack_args("decode_scores", (1, 2, 2 ** 31))
 
 
 def test_operators_are_maphead_matrices_concatenated():
     ref = MapHead((96, 160), [(24, 40), (12, 20), (6, 10)])
-    ops = ch.HeadOperators.build((96, 160), [(24, 40), (12, 20), (6, 10)])
+    ops = ck.HeadOperators.build((96, 160), [(24, 40), (12, 20), (6, 10)])
     assert ops.left_t.shape == (42, 96) and ops.right_t.shape == (70, 160) and ops.K == 42
     np.testing.assert_array_equal(ops.left_t[24:36], ref.left[1].T)
     np.testing.assert_array_equal(ops.right_t[40:60], ref.right_t[1])
     with pytest.raises(ValueError):
-        ch.HeadOperators.build((64, 64), [(16, 16)] * 4)
+        ck.HeadOperators.build((64, 64), [(16, 16)] * 4)
 
 
 def test_gpu_discovery_never_raises():
-    assert isinstance(ch.cuda_device_count(), int) and ch.cuda_device_count() >= 0
-    assert ch.has_cuda_gpu() == (ch.cuda_device_count() > 0)
+    assert isinstance(cr.cuda_device_count(), int) and cr.cuda_device_count() >= 0
+    assert cr.has_cuda_gpu() == (cr.cuda_device_count() > 0)
 
 
 # ---------------------------------------------------------------- (b) emulator == MapHead == reference
@@ -125,13 +129,13 @@ def test_gpu_discovery_never_raises():
 @pytest.mark.parametrize("size,shapes,n", CASES)
 def test_emulated_kernel_equals_maphead(size, shapes, n):
     maps = _maps(shapes, n, seed=n + size[0])
-    ops = ch.HeadOperators.build(size, shapes)
-    scores, full = ch.emulate_head(ops, maps, want_maps=True)
+    ops = ck.HeadOperators.build(size, shapes)
+    scores, full = emu.emulate_head(ops, maps, want_maps=True)
     ref_full, ref_scores = MapHead(size, shapes).maps_and_scores(maps)
     assert full.shape == (n, *size) and full.dtype == np.float32 and scores.dtype == np.float32
     np.testing.assert_allclose(full, ref_full, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(scores, ref_scores, rtol=2e-6, atol=0)
-    no_maps_scores, none = ch.emulate_head(ops, maps, want_maps=False)
+    no_maps_scores, none = emu.emulate_head(ops, maps, want_maps=False)
     assert none is None and np.array_equal(no_maps_scores, scores)
 
 
@@ -139,7 +143,7 @@ def test_emulated_kernel_equals_maphead(size, shapes, n):
 def test_emulated_kernel_equals_the_plain_reference(size, shapes, n):
     maps = _maps(shapes, n, seed=7)
     ref_full, ref_scores = _plain_reference(maps, size)
-    scores, full = ch.emulate_head(ch.HeadOperators.build(size, shapes), maps)
+    scores, full = emu.emulate_head(ck.HeadOperators.build(size, shapes), maps)
     np.testing.assert_allclose(full, ref_full, rtol=1e-5, atol=2e-6)
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-5)
 
@@ -147,21 +151,21 @@ def test_emulated_kernel_equals_the_plain_reference(size, shapes, n):
 def test_emulated_kernel_with_negative_values_and_nan():
     size, shapes, n = CASES[0]
     maps = _maps(shapes, 3, seed=3, low=-2.0, high=-0.5)  # all negative: a float-bits max would fail
-    ops = ch.HeadOperators.build(size, shapes)
-    scores, _ = ch.emulate_head(ops, maps)
+    ops = ck.HeadOperators.build(size, shapes)
+    scores, _ = emu.emulate_head(ops, maps)
     np.testing.assert_allclose(scores, MapHead(size, shapes).scores(maps), rtol=2e-6)
     assert np.all(scores < 0)
     maps[1][1, 2, 3] = np.nan  # one image poisoned -> its score is NaN (fail closed), the others not
-    scores, _ = ch.emulate_head(ops, maps)
+    scores, _ = emu.emulate_head(ops, maps)
     assert np.isnan(scores[1]) and np.all(np.isfinite(scores[[0, 2]]))
 
 
 def test_emulator_rejects_wrong_shapes():
-    ops = ch.HeadOperators.build((64, 64), [(16, 16), (8, 8), (4, 4)])
+    ops = ck.HeadOperators.build((64, 64), [(16, 16), (8, 8), (4, 4)])
     with pytest.raises(ValueError):
-        ch.emulate_head(ops, _maps([(16, 16), (8, 8), (4, 5)], 1))
+        emu.emulate_head(ops, _maps([(16, 16), (8, 8), (4, 5)], 1))
     with pytest.raises(ValueError):
-        ch.emulate_head(ops, _maps([(16, 16), (8, 8)], 1))
+        emu.emulate_head(ops, _maps([(16, 16), (8, 8)], 1))
 
 
 # ---------------------------------------------------------------- (b2) statistics and the valid region
@@ -177,7 +181,7 @@ STAT_CASES = [((64, 96), 16, 3), ((96, 160), 0, 2), ((70, 45), 5, 3), ((32, 64),
 def _cropped_head(size, margin):
     H, W = size[0] + 2 * margin, size[1] + 2 * margin
     head = MapHead((H, W), [(H // s, W // s) for s in (4, 8, 16)], crop=margin)
-    return head, ch.HeadOperators.build(head.image_size, head.scale_shapes, crop=margin)
+    return head, ck.HeadOperators.build(head.image_size, head.scale_shapes, crop=margin)
 
 
 def _stats_for(head, seed=1):
@@ -206,9 +210,9 @@ def test_emulated_kernel_with_stats_and_valid_equals_the_numpy_head(size, margin
     stats = _stats_for(head)
     maps = _maps(head.scale_shapes, n, seed=n + size[1])
     per_image, shared = _masks(size, n)
-    raw_scores, raw = ch.emulate_head(ops, maps)
+    raw_scores, raw = emu.emulate_head(ops, maps)
     for valid in (per_image, shared, None):
-        scores, z = ch.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=valid)
+        scores, z = emu.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=valid)
         assert z.dtype == np.float32 and z.shape == (n, *size) and scores.dtype == np.float32
         # the epilogue mirrors numpy exactly: bit for bit on the emulator's own raw maps
         np.testing.assert_array_equal(z, stats.apply(raw))
@@ -217,23 +221,23 @@ def test_emulated_kernel_with_stats_and_valid_equals_the_numpy_head(size, margin
         np.testing.assert_allclose(z, ref_z, rtol=0, atol=1e-5)
         assert (np.abs(z - ref_z) / stats.inv_std).max() <= 1e-6       # in raw map units
         np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-5)  # NaN where ref is NaN
-        only_scores, none = ch.emulate_head(ops, maps, want_maps=False, mean=stats.mean,
+        only_scores, none = emu.emulate_head(ops, maps, want_maps=False, mean=stats.mean,
                                             inv_std=stats.inv_std, valid=valid)
         assert none is None and np.array_equal(only_scores, scores, equal_nan=True)
-    assert np.isnan(ch.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=per_image)[0][-1])
+    assert np.isnan(emu.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=per_image)[0][-1])
     # a valid region without statistics: raw maps, max over the region
-    scores, full = ch.emulate_head(ops, maps, valid=per_image)
+    scores, full = emu.emulate_head(ops, maps, valid=per_image)
     np.testing.assert_array_equal(full, raw)
     np.testing.assert_array_equal(scores, image_scores(raw, valid=per_image))
-    assert np.array_equal(ch.emulate_head(ops, maps, valid=np.ones(size, bool))[0], raw_scores)
+    assert np.array_equal(emu.emulate_head(ops, maps, valid=np.ones(size, bool))[0], raw_scores)
 
 
 def test_shared_mask_equals_the_same_mask_per_image():
     head, ops = _cropped_head((64, 96), 16)
     stats, maps = _stats_for(head), _maps(head.scale_shapes, 3, seed=8)
     _, shared = _masks((64, 96), 3)
-    a = ch.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=shared)
-    b = ch.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std,
+    a = emu.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=shared)
+    b = emu.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std,
                         valid=np.broadcast_to(shared, (3, 64, 96)).astype(np.uint8) * 7)  # any nonzero = valid
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
@@ -245,15 +249,15 @@ def test_an_image_without_valid_pixels_keeps_its_key_and_decodes_to_nan():
     valid[1] = False
     valid[2] = False
     valid[2, 95, 159] = True                                     # one pixel, in the last partial tile
-    t_cat, keys = ch.emulate_rows_times_right(ops, maps, 3)
-    ch.emulate_left_times_rows_max(ops, t_cat, keys, False, valid=valid)
-    assert keys[1] == ch.ORDERED_MIN and keys[0] != ch.ORDERED_MIN and keys[2] != ch.ORDERED_MIN
-    scores = ch.keys_to_float(keys)
-    _, full = ch.emulate_head(ops, maps)                          # the same raw maps, bit for bit
+    t_cat, keys = emu.emulate_rows_times_right(ops, maps, 3)
+    emu.emulate_left_times_rows_max(ops, t_cat, keys, False, valid=valid)
+    assert keys[1] == ck.ORDERED_MIN and keys[0] != ck.ORDERED_MIN and keys[2] != ck.ORDERED_MIN
+    scores = ck.keys_to_float(keys)
+    _, full = emu.emulate_head(ops, maps)                          # the same raw maps, bit for bit
     assert np.isnan(scores[1]) and scores[0] == full[0].max() and scores[2] == full[2, 95, 159]
-    t_cat, keys = ch.emulate_rows_times_right(ops, maps, 3)      # an empty shared mask: all NaN
-    ch.emulate_left_times_rows_max(ops, t_cat, keys, False, valid=np.zeros((96, 160), bool))
-    assert np.all(keys == ch.ORDERED_MIN) and np.all(np.isnan(ch.keys_to_float(keys)))
+    t_cat, keys = emu.emulate_rows_times_right(ops, maps, 3)      # an empty shared mask: all NaN
+    emu.emulate_left_times_rows_max(ops, t_cat, keys, False, valid=np.zeros((96, 160), bool))
+    assert np.all(keys == ck.ORDERED_MIN) and np.all(np.isnan(ck.keys_to_float(keys)))
 
 
 def test_non_finite_values_count_only_inside_the_valid_region():
@@ -268,8 +272,8 @@ def test_non_finite_values_count_only_inside_the_valid_region():
     valid = np.ones((2, 64, 96), bool)
     valid[1, 10, 20] = valid[1, 30, 40] = False
     with np.errstate(over="ignore", invalid="ignore"):
-        scores, z = ch.emulate_head(ops, maps, mean=mean, inv_std=stats.inv_std, valid=valid)
-        only_inf, _ = ch.emulate_head(ops, maps, mean=mean, inv_std=stats.inv_std,
+        scores, z = emu.emulate_head(ops, maps, mean=mean, inv_std=stats.inv_std, valid=valid)
+        only_inf, _ = emu.emulate_head(ops, maps, mean=mean, inv_std=stats.inv_std,
                                       valid=np.broadcast_to(np.arange(96) == 20, (64, 96)))
     assert np.isposinf(z[:, 10, 20]).all() and np.isnan(z[:, 30, 40]).all()   # the map holds them as computed
     assert np.isnan(scores[0]) and np.isfinite(scores[1])         # fail closed only where it is scored
@@ -278,7 +282,7 @@ def test_non_finite_values_count_only_inside_the_valid_region():
     # a NaN in a scale map reaches every pixel through the dense head: NaN whatever the region
     nan_maps = [m.copy() for m in maps]
     nan_maps[0][1, 0, 0] = np.nan
-    scores, _ = ch.emulate_head(ops, nan_maps, mean=stats.mean, inv_std=stats.inv_std, valid=valid)
+    scores, _ = emu.emulate_head(ops, nan_maps, mean=stats.mean, inv_std=stats.inv_std, valid=valid)
     assert np.isnan(scores[1]) and np.isfinite(scores[0])
 
 
@@ -286,13 +290,13 @@ def test_emulator_rejects_bad_statistics_and_masks():
     head, ops = _cropped_head((64, 96), 16)
     stats, maps = _stats_for(head), _maps(head.scale_shapes, 2)
     with pytest.raises(ValueError, match="together"):
-        ch.emulate_head(ops, maps, mean=stats.mean)
+        emu.emulate_head(ops, maps, mean=stats.mean)
     with pytest.raises(ValueError, match="do not match"):
-        ch.emulate_head(ops, maps, mean=np.zeros((96, 128), np.float32), inv_std=np.ones((96, 128), np.float32))
+        emu.emulate_head(ops, maps, mean=np.zeros((96, 128), np.float32), inv_std=np.ones((96, 128), np.float32))
     with pytest.raises(ValueError, match="valid region"):
-        ch.emulate_head(ops, maps, valid=np.ones((3, 64, 96), bool))
+        emu.emulate_head(ops, maps, valid=np.ones((3, 64, 96), bool))
     with pytest.raises(ValueError, match="valid region"):
-        ch.emulate_head(ops, maps, valid=np.ones((96, 128), bool))
+        emu.emulate_head(ops, maps, valid=np.ones((96, 128), bool))
 
 
 # ---------------------------------------------------------------- order-preserving keys (atomicMax)
@@ -308,18 +312,18 @@ def _interesting_floats(rng, n):
 def test_ordered_keys_preserve_order_and_round_trip():
     rng = np.random.default_rng(11)
     v = _interesting_floats(rng, 4000)
-    keys = ch.ordered_keys(v)
+    keys = ck.ordered_keys(v)
     assert keys.dtype == np.int32
     a, b = rng.integers(0, len(v), (2, 20000))
     fa, fb, ka, kb = v[a], v[b], keys[a], keys[b]
     same_zero = (fa == 0) & (fb == 0)
     assert np.all((fa < fb) <= (ka < kb)) and np.all((fa > fb) <= (ka > kb))
     assert np.all(((fa == fb) & ~same_zero) <= (ka == kb))
-    np.testing.assert_array_equal(ch.keys_to_float(keys).view(np.int32), v.view(np.int32))  # bit-exact
-    assert ch.ordered_keys(np.float32(-0.0)) < ch.ordered_keys(np.float32(0.0))
-    nan_key = ch.ordered_keys(np.array([np.nan, -np.nan], dtype=np.float32))
-    assert np.all(nan_key == ch.NAN_KEY) and np.all(nan_key > keys.max())
-    assert ch.ORDERED_MIN < keys.min() and np.isnan(ch.keys_to_float(np.array([ch.ORDERED_MIN]))[0])
+    np.testing.assert_array_equal(ck.keys_to_float(keys).view(np.int32), v.view(np.int32))  # bit-exact
+    assert ck.ordered_keys(np.float32(-0.0)) < ck.ordered_keys(np.float32(0.0))
+    nan_key = ck.ordered_keys(np.array([np.nan, -np.nan], dtype=np.float32))
+    assert np.all(nan_key == ck.NAN_KEY) and np.all(nan_key > keys.max())
+    assert ck.ORDERED_MIN < keys.min() and np.isnan(ck.keys_to_float(np.array([ck.ORDERED_MIN]))[0])
 
 
 def test_max_of_keys_is_key_of_max():
@@ -329,14 +333,14 @@ def test_max_of_keys_is_key_of_max():
         v = v[np.isfinite(v) | (rng.random(len(v)) < 0.5)]
         if not len(v):
             continue
-        decoded = ch.keys_to_float(np.array([ch.ordered_keys(v).max()]))[0]
+        decoded = ck.keys_to_float(np.array([ck.ordered_keys(v).max()]))[0]
         assert decoded == v.max()
 
 
 # ---------------------------------------------------------------- (c) the real kernel on a GPU
 
 def _skip_without_gpu():
-    if not (ch.has_cuda_gpu() and _has_cuda_core()):
+    if not (cr.has_cuda_gpu() and _has_cuda_core()):
         pytest.skip("needs a CUDA GPU and cuda-core")
 
 
@@ -380,9 +384,9 @@ def test_gpu_kernel_from_device_pointers_negative_and_nan(gpu_head_factory):
     buffers = []
     try:
         for m in maps:
-            buf = ch.DeviceBuffer.allocate(m.nbytes)
+            buf = cr.DeviceBuffer.allocate(m.nbytes)
             buffers.append(buf)
-            ch.memcpy_async(buf.ptr, m.ctypes.data, m.nbytes, "h2d", head.stream_handle)
+            cr.memcpy_async(buf.ptr, m.ctypes.data, m.nbytes, "h2d", head.stream_handle)
         head.synchronize()
         scores, _ = head.scores_and_maps([b.ptr for b in buffers], n=n, want_maps=False)
     finally:
@@ -401,7 +405,7 @@ def test_gpu_kernel_equals_emulator_bit_for_bit_on_scores(gpu_head_factory):
     maps = _maps(shapes, n, seed=21)
     head = gpu_head_factory(size, shapes)
     gpu_scores, gpu_full = head.scores_and_maps(maps, want_maps=True)
-    emu_scores, emu_full = ch.emulate_head(ch.HeadOperators.build(size, shapes), maps)
+    emu_scores, emu_full = emu.emulate_head(ck.HeadOperators.build(size, shapes), maps)
     # same order of FMAs; only the emulator's rare double rounding may differ by one ulp
     np.testing.assert_allclose(gpu_full, emu_full, rtol=3e-7, atol=1e-7)
     np.testing.assert_allclose(gpu_scores, emu_scores, rtol=3e-7)
@@ -421,7 +425,7 @@ def test_gpu_kernel_with_stats_and_valid_equals_the_numpy_head(size, margin, n, 
         ref_z, ref_scores = _numpy_head(head, stats, maps, valid)
         np.testing.assert_allclose(z, ref_z, rtol=0, atol=1e-5)
         np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-5)   # NaN for the empty image
-        emu_scores, emu_z = ch.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=valid)
+        emu_scores, emu_z = emu.emulate_head(ops, maps, mean=stats.mean, inv_std=stats.inv_std, valid=valid)
         np.testing.assert_allclose(z, emu_z, rtol=3e-7, atol=1e-6)
         only, none = gpu.scores_and_maps(maps, want_maps=False, valid=valid)
         assert none is None and np.array_equal(only, scores, equal_nan=True)
@@ -435,195 +439,10 @@ def test_gpu_kernel_with_stats_and_valid_equals_the_numpy_head(size, margin, n, 
 # run against a fake CUDA runtime whose "device memory" is host memory and whose kernel launches run
 # the emulator on the raw pointers they are given - so a wrong pointer, size or grid fails here.
 
-class FakeRuntime:
-    """The subset of cuda.bindings.runtime that cuda_head / tensorrt_engine call."""
-
-    class cudaMemcpyKind:
-        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice = 1, 2, 3
-
-    cudaStreamNonBlocking = 1
-
-    def __init__(self):
-        import ctypes
-        self._ctypes = ctypes
-        self.live: dict[int, object] = {}
-        self.streams: set[int] = set()
-        self.copies: list[tuple[str, int]] = []
-
-    def _alloc(self, size):
-        buf = self._ctypes.create_string_buffer(int(size))
-        ptr = self._ctypes.addressof(buf)
-        self.live[ptr] = buf
-        return 0, ptr
-
-    def _free(self, ptr):
-        if int(ptr) not in self.live:
-            return (1,)  # like cudaErrorInvalidValue
-        del self.live[int(ptr)]
-        return (0,)
-
-    def cudaGetDeviceCount(self):
-        return 0, 1
-
-    def cudaSetDevice(self, device):
-        return (0,)
-
-    def cudaGetDeviceProperties(self, device):
-        class Prop:
-            name = b"Fake GPU 9000\0\0"
-        return 0, Prop()
-
-    def cudaMalloc(self, size):
-        return self._alloc(size)
-
-    cudaMallocHost = cudaMalloc
-
-    def cudaFree(self, ptr):
-        return self._free(ptr)
-
-    cudaFreeHost = cudaFree
-
-    def _owned(self, ptr, nbytes):
-        return any(base <= int(ptr) and int(ptr) + nbytes <= base + len(buf) for base, buf in self.live.items())
-
-    def cudaMemcpyAsync(self, dst, src, count, kind, stream):
-        assert int(stream) in self.streams, "copy on a stream that was never created"
-        if kind in (1, 3):
-            assert self._owned(dst, count), "H2D/D2D destination is not a device allocation (or overruns it)"
-        if kind in (2, 3):
-            assert self._owned(src, count), "D2H/D2D source is not a device allocation (or overruns it)"
-        self._ctypes.memmove(int(dst), int(src), int(count))
-        self.copies.append(({1: "h2d", 2: "d2h", 3: "d2d"}[kind], int(count)))
-        return (0,)
-
-    def cudaStreamCreateWithFlags(self, flags):
-        handle = 1000 + len(self.streams)
-        self.streams.add(handle)
-        return 0, handle
-
-    def cudaStreamSynchronize(self, stream):
-        return (0,) if int(stream) in self.streams else (400,)
-
-    def cudaStreamDestroy(self, stream):
-        self.streams.discard(int(stream))
-        return (0,)
-
-    def cudaGetErrorName(self, err):
-        return 0, b"cudaErrorFake"
-
-
-def _view(ptr, dtype, shape):
-    import ctypes
-    count = int(np.prod(shape))
-    raw = (ctypes.c_char * (count * np.dtype(dtype).itemsize)).from_address(int(ptr))
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
-
-
-class FakeCudaCore:
-    """cuda.core stand-in: Program/compile checks the source compiles by name only; launch runs the
-    emulator on device memory (= host memory of FakeRuntime) after checking the launch geometry."""
-
-    def __init__(self, runtime: FakeRuntime):
-        self.rt = runtime
-        self.launches: list[str] = []
-        self.stage2_args: list[dict] = []
-        outer = self
-
-        class Device:
-            compute_capability = (9, 0)
-
-            def __init__(self, device_id=0):
-                pass
-
-            def set_current(self):
-                return None
-
-        class ProgramOptions:
-            def __init__(self, **kw):
-                self.kw = kw
-
-        class Program:
-            def __init__(self, code, code_type, options):
-                assert code_type == "c++" and dict(options.kw["define_macro"]) == {k: str(v) for k, v in ch.TILES.items()}
-                self.code = code
-
-            def compile(self, target, logs=None):
-                code = self.code
-
-                class Obj:
-                    def get_kernel(self, name):
-                        assert f"{name}(" in code
-                        return name
-                return Obj()
-
-        class LaunchConfig:
-            def __init__(self, grid, block):
-                self.grid, self.block = grid, block
-
-        class Stream:
-            @staticmethod
-            def from_handle(handle):
-                assert int(handle) in outer.rt.streams
-                return ("stream", int(handle))
-
-        self.Device, self.ProgramOptions, self.Program = Device, ProgramOptions, Program
-        self.LaunchConfig, self.Stream = LaunchConfig, Stream
-
-    def launch(self, stream, config, kernel, *args):
-        assert stream[0] == "stream"
-        sig = ch.KERNEL_SIGNATURES[kernel]
-        assert [("ptr" if a.dtype == np.uint64 else "i32") for a in args] == list(sig)
-        self.launches.append(kernel)
-        getattr(self, "_" + kernel)(config, *[int(a) for a in args])
-
-    def _rows_times_right(self, cfg, m0, m1, m2, h0, w0, h1, w1, h2, w2, right_t, t_cat, keys, W):
-        K, n = h0 + h1 + h2, cfg.grid[2]
-        assert (cfg.grid, cfg.block) == ch.stage1_launch(W, K, n)
-        shapes = [(h, w) for h, w in ((h0, w0), (h1, w1), (h2, w2)) if h]
-        ops = ch.HeadOperators((1, W), shapes, np.zeros((K, 1), np.float32),
-                               _view(right_t, np.float32, (w0 + w1 + w2, W)), (h0, h1, h2), (w0, w1, w2))
-        maps = [_view(p, np.float32, (n, h, w)) for p, (h, w) in zip((m0, m1, m2), shapes)]
-        t, k = ch.emulate_rows_times_right(ops, maps, n)
-        _view(t_cat, np.float32, (n, K, W))[:] = t
-        _view(keys, np.int32, (n,))[:] = k
-
-    def _left_times_rows_max(self, cfg, left_t, t_cat, keys, out_map, mean, inv_std, valid, valid_stride,
-                             K, H, W, write_map):
-        n = cfg.grid[2]
-        assert (cfg.grid, cfg.block) == ch.stage2_launch(W, H, n)
-        ops = ch.HeadOperators((H, W), [(K, 1)], _view(left_t, np.float32, (K, H)), np.zeros((1, W), np.float32),
-                               (K, 0, 0), (1, 0, 0))
-        assert (mean == 0) == (inv_std == 0), "mean and inv_std go together"
-        stats = {"mean": _view(mean, np.float32, (H, W)), "inv_std": _view(inv_std, np.float32, (H, W))} if mean else {}
-        if valid:
-            assert valid_stride in (0, H * W)
-            mask = _view(valid, np.uint8, (n, H, W) if valid_stride else (H, W))
-        else:
-            assert valid_stride == 0
-            mask = None
-        self.stage2_args.append({"stats": bool(mean), "valid": bool(valid), "valid_stride": valid_stride})
-        key_view = _view(keys, np.int32, (n,))
-        out = ch.emulate_left_times_rows_max(ops, _view(t_cat, np.float32, (n, K, W)), key_view, bool(write_map),
-                                             valid=mask, **stats)
-        if write_map:
-            _view(out_map, np.float32, (n, H, W))[:] = out
-        else:
-            assert out_map == 0
-
-    def _decode_scores(self, cfg, keys, scores, n):
-        assert (cfg.grid, cfg.block) == ch.decode_launch(n)
-        _view(scores, np.float32, (n,))[:] = ch.keys_to_float(_view(keys, np.int32, (n,)))
-
-
 @pytest.fixture
 def fake_cuda(monkeypatch):
-    """Replace the CUDA runtime and cuda-core seen by cuda_head with the fakes above."""
-    rt = FakeRuntime()
-    cc = FakeCudaCore(rt)
-    monkeypatch.setattr(ch, "cudart", lambda: rt)
-    monkeypatch.setattr(ch, "import_cuda_core", lambda: cc)
-    monkeypatch.setattr(ch, "cuda_device_count", lambda: 1)
-    return rt, cc
+    """The CUDA runtime and cuda-core seen by the head replaced with the fakes of fake_cuda.py."""
+    return install_fake_cuda(monkeypatch)
 
 
 def test_head_plumbing_on_a_fake_device(fake_cuda):
@@ -642,9 +461,9 @@ def test_head_plumbing_on_a_fake_device(fake_cuda):
     assert cc.launches[-3:] == ["rows_times_right", "left_times_rows_max", "decode_scores"]
     # device pointers written elsewhere on the stream (as TensorRT does)
     maps = _maps(shapes, 2, seed=42, low=-1.0, high=-0.2)
-    bufs = [ch.DeviceBuffer.allocate(m.nbytes) for m in maps]
+    bufs = [cr.DeviceBuffer.allocate(m.nbytes) for m in maps]
     for b, m in zip(bufs, maps):
-        ch.memcpy_async(b.ptr, m.ctypes.data, m.nbytes, "h2d", head.stream_handle)
+        cr.memcpy_async(b.ptr, m.ctypes.data, m.nbytes, "h2d", head.stream_handle)
     rt.copies.clear()
     scores, _ = head.scores_and_maps([b.ptr for b in bufs], n=2, want_maps=False)
     np.testing.assert_allclose(scores, ref.scores(maps), rtol=2e-6)

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from inspector.engine import EngineError, open_engine
-from inspector.engine import cuda_head as ch
+from fake_cuda import FakeRuntime, install_fake_cuda
+from fake_cuda import view as _view
+from inspector.engine import cuda_runtime as cr
 from inspector.engine import tensorrt_engine as te
-from inspector.engine.cuda_head import has_cuda_gpu
+from inspector.engine.cuda_runtime import has_cuda_gpu
 from inspector.engine.manifest import FORMAT, OUTPUT_NAMES, sha256_file, write_manifest
 
 pytestmark = pytest.mark.e2e
@@ -174,22 +176,7 @@ def test_tensorrt_fp16_stays_close_to_fp32(tiny_model, tiny_engine, tmp_path):
 # ---------------------------------------------------------------- the whole engine on a fake GPU
 # TensorRTEngine's plumbing (build route, plan cache, I/O checks, buffers, chunking, head on device
 # pointers, cleanup) against a fake TensorRT whose "plan" is the ONNX file and whose execution is
-# onnxruntime reading and writing the fake device memory of test_kernel's FakeRuntime.
-
-
-
-def _kernel_test_module():
-    """tests/engine/test_kernel.py, for its fake CUDA runtime and cuda-core (works in any pytest import mode)."""
-    if "test_kernel" in sys.modules:
-        return sys.modules["test_kernel"]
-    spec = importlib.util.spec_from_file_location("_test_kernel_fakes", Path(__file__).with_name("test_kernel.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_fakes = _kernel_test_module()
-FakeCudaCore, FakeRuntime, _view = _fakes.FakeCudaCore, _fakes.FakeRuntime, _fakes._view
+# onnxruntime reading and writing the fake device memory of fake_cuda's FakeRuntime.
 
 
 def _tiny_onnx(folder: Path, H: int = 64, W: int = 96, *, config: dict | None = None, stats=None,
@@ -371,12 +358,7 @@ class FakeContext:
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """Fake CUDA runtime + cuda-core for cuda_head and tensorrt_engine; returns a TensorRT installer."""
-    rt = FakeRuntime()
-    cc = FakeCudaCore(rt)
-    for module in (ch, te):
-        monkeypatch.setattr(module, "cudart", lambda: rt)
-        monkeypatch.setattr(module, "cuda_device_count", lambda: 1)
-    monkeypatch.setattr(ch, "import_cuda_core", lambda: cc)
+    rt, _ = install_fake_cuda(monkeypatch, te)
 
     def install(version: str) -> FakeTensorRT:
         trt = FakeTensorRT(rt, version)
@@ -481,7 +463,7 @@ def test_fused_gpu_head_with_stats_margin_and_valid_region_on_a_fake_gpu(fake_gp
     ref_engine = open_engine("onnxruntime", str(onnx_path))
     assert ref_engine.stats is not None and ref_engine.stats.sha256 == stats.sha256
     engine = open_engine("tensorrt", str(onnx_path), max_batch=2, fp16=False, cache_dir=str(tmp_path / "plans"))
-    cc = ch.import_cuda_core()
+    cc = cr.import_cuda_core()
     try:
         assert engine.fused and engine.stats.sha256 == stats.sha256 and engine._head.stats is engine.stats
         assert engine.input_size == (96, 128) and engine._head.image_size == (64, 96)
@@ -538,7 +520,7 @@ def test_topk_and_tiled_engines_use_the_cpu_head_on_a_fake_gpu(fake_gpu, tmp_pat
     onnx_path = _tiny_onnx(tmp_path, config=config, stats=stats)
     ref_engine = open_engine("onnxruntime", str(onnx_path))
     engine = open_engine("tensorrt", str(onnx_path), max_batch=2, fp16=False, cache_dir=str(tmp_path / "plans"))
-    cc = ch.import_cuda_core()
+    cc = cr.import_cuda_core()
     try:
         assert not engine.fused
         x = np.random.default_rng(4).integers(0, 255, (4, 64, 96, 3), dtype=np.uint8)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from inspector.line.batching import EngineTimeEstimate, MicroBatcher
-from inspector.line.daemon import SequenceTracker
 from inspector.judge.verdict import REASON_DECISIONS, apply_deadline, decide, effective_deadline_ns, finite_or_none
 from inspector.line.wire import REASON_CODES
 
@@ -182,20 +181,3 @@ def test_batcher_rejects_bad_settings(kwargs):
     args = dict(max_batch=4, max_wait_s=0.01, max_queue=8, policy="reject_oldest") | kwargs
     with pytest.raises(ValueError):
         MicroBatcher(**args)
-
-
-# ------------------------------------------------------------------------------------------ sequences
-def test_sequence_tracker_gaps_restarts_and_huge_gaps():
-    t = SequenceTracker(max_itemised=5)
-    assert t.observe("cam0", 10).missing == 0            # first frame starts tracking
-    assert t.observe("cam0", 11).missing == 0
-    gap = t.observe("cam0", 14)
-    assert (gap.missing, gap.fault_seqs, gap.previous) == (2, (12, 13), 11)
-    assert t.observe("cam1", 0).missing == 0             # cameras are independent
-    back = t.observe("cam0", 3)                          # grabber restarted
-    assert back.restarted and back.missing == 0
-    assert t.observe("cam0", 4).missing == 0             # tracking continues from the restart
-    huge = t.observe("cam0", 1004)
-    assert huge.missing == 999 and huge.fault_seqs == (1003,)   # one FAULT summarises the gap
-    same = t.observe("cam0", 1004)
-    assert same.restarted and same.missing == 0

@@ -24,7 +24,7 @@ import pytest
 import zmq
 
 from conftest import REPO, run_cli
-import inspector.recordings.validate as validate_module
+import inspector.recordings.validation_run as validation_run
 from inspector.line import wire
 from inspector.line.config import config_from_dict
 from inspector.engine import open_engine
@@ -295,12 +295,12 @@ def test_a_daemon_that_dies_mid_run_leaves_missing_frames_and_status_1(setup, tm
     """SIGKILL the daemon validate started while a paced replay (10 frames/s) is under way."""
     started: list = []
 
-    class Recorded(validate_module._DaemonProcess):
+    class Recorded(validation_run._DaemonProcess):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             started.append(self)
 
-    monkeypatch.setattr(validate_module, "_DaemonProcess", Recorded)
+    monkeypatch.setattr(validation_run, "_DaemonProcess", Recorded)
 
     def kill_when_replaying() -> None:
         wait_until(lambda: started and "daemon ready" in started[0].log_path.read_text(errors="replace"), 60,

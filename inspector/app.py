@@ -1,0 +1,109 @@
+"""The composition root: how one box config (``inspector.toml``) becomes a running line.
+
+Read top to bottom, this is the process layout of a box (docs/architecture.md)::
+
+    daemon          inspector serve   --config FILE                 frames in, verdicts out
+    gateway-NAME    inspector gateway --config FILE --gateway NAME  one per [gateways.NAME]: verdicts -> PLC
+    grab-CAMERA     inspector grab    --config FILE --camera ID     one per camera with a source
+
+Each process is declared by one small function (``*_process``: its command line) and built by one
+small function from (config, stop event) (``*_component``: what that command runs in its
+process). ``inspector line --config FILE`` supervises the processes
+(:mod:`inspector.line.supervisor`), ``--check-config`` validates the whole file (cross-references
+included) and ``--systemd DIR`` writes the production units (:mod:`inspector.line.systemd`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from inspector.line.config import Config, command_config
+from inspector.line.processes import inspector_command
+from inspector.line.supervisor import ProcessSpec, Supervisor
+
+SUPERVISOR_GRACE_MARGIN_S = 5.0   # on top of the daemon's drain_ms + linger_ms
+
+
+# ---------------------------------------------------------------------------------- the layout
+
+def daemon_process(config_path: Path) -> ProcessSpec:
+    return ProcessSpec("daemon", "daemon", tuple(inspector_command("serve", "--config", str(config_path))))
+
+
+def gateway_process(config_path: Path, name: str) -> ProcessSpec:
+    return ProcessSpec(f"gateway-{name}", "gateway",
+                       tuple(inspector_command("gateway", "--config", str(config_path), "--gateway", name)))
+
+
+def grabber_process(config_path: Path, camera: str) -> ProcessSpec:
+    return ProcessSpec(f"grab-{camera}", "grabber",
+                       tuple(inspector_command("grab", "--config", str(config_path), "--camera", camera)))
+
+
+def layout(config: Config, config_path: str | Path) -> list[ProcessSpec]:
+    """Every process of the box, in start order."""
+    path = Path(config_path).resolve()
+    return [daemon_process(path),
+            *(gateway_process(path, name) for name in config.gateways),
+            *(grabber_process(path, camera) for camera, section in config.cameras.items() if section.source)]
+
+
+# ---------------------------------------------------------------------------------- the components
+
+def daemon_component(config: Config, stop: threading.Event) -> dict[str, Any]:
+    """The daemon: engine + profiles, serving until ``stop``; returns its summary."""
+    from inspector.line.serve import run_daemon
+
+    return run_daemon(config, stop)
+
+
+def gateway_component(config: Config, name: str, stop: threading.Event) -> dict[str, Any]:
+    """Gateway ``name``: the daemon's verdicts -> its PLC until ``stop``; returns its stats."""
+    from inspector.plc.gateway import run_gateway, settings_from_config
+
+    return run_gateway(settings_from_config(config, name), stop)
+
+
+def grabber_component(config: Config, camera: str, stop: threading.Event) -> dict[str, Any]:
+    """Camera ``camera``'s grabber: its source -> the daemon until the source ends or ``stop``."""
+    from inspector.line.grabber import grabber_settings, run_grabber
+
+    return run_grabber(**grabber_settings(config, camera), stop_event=stop)
+
+
+# ---------------------------------------------------------------------------------- `inspector line`
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="box config, e.g. inspector.toml (docs/daemon.md)")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--check-config", action="store_true",
+                        help="validate the whole file (schema, cross-references, engine, profiles); exit 0 / 2")
+    action.add_argument("--systemd", type=Path, metavar="DIR",
+                        help="write one systemd unit per process and inspector-line.target into DIR")
+    parser.add_argument("--grace", type=float, default=None,
+                        help="seconds a process gets after SIGTERM before it is killed "
+                             "(default: the daemon's drain_ms + linger_ms + 5 s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = command_config(args.config, check_only=args.check_config)
+    if isinstance(config, int):
+        return config
+    specs = layout(config, args.config)
+    if args.systemd is not None:
+        from inspector.line.systemd import write_units
+
+        for path in write_units(specs, args.systemd, working_dir=Path.cwd()):
+            print(path)
+        return 0
+    grace = args.grace if args.grace is not None else \
+        (config.daemon.drain_ms + config.daemon.linger_ms) / 1000.0 + SUPERVISOR_GRACE_MARGIN_S
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    Supervisor(specs, grace_s=grace).run(stop)
+    return 0
