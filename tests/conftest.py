@@ -63,16 +63,13 @@ def free_port() -> int:
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
-    """Poll ``predicate`` until it returns something truthy (returned); AssertionError after ``timeout`` s."""
-    import time
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    """Poll ``predicate`` until it returns something truthy (returned); AssertionError after ``timeout`` s
+    (:func:`inspector.line.harness.wait_until`, failing as a test does)."""
+    from inspector.line.harness import HarnessError, wait_until as harness_wait_until
+    try:
+        return harness_wait_until(predicate, timeout, what, interval)
+    except HarnessError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 class PlcClient:
