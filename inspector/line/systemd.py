@@ -2,8 +2,10 @@
 
 Each unit runs exactly the command line the supervisor of ``inspector line`` runs
 (:class:`inspector.line.supervisor.ProcessSpec`), with ``Restart=on-failure``. The daemon is
-``Type=notify`` (it sends READY / STOPPING and pets the watchdog, ``WatchdogSec``); gateways and
-grabbers start after it. ``inspector-line.target`` groups them: ``systemctl start
+``Type=notify`` (it sends READY / STOPPING and pets the watchdog, ``WatchdogSec``); gateways are
+``Type=notify`` too (READY once the daemon's heartbeats reach them) and start after the daemon;
+grabbers start after the daemon and every gateway, so that no verdict is published before a gateway
+listens (the same order ``inspector line`` keeps, :mod:`inspector.line.readiness`). ``inspector-line.target`` groups them: ``systemctl start
 inspector-line.target`` starts the box, ``systemctl stop`` stops every unit (systemd sends
 SIGTERM, then SIGKILL after ``TimeoutStopSec``).
 """
@@ -19,6 +21,7 @@ from inspector.line.supervisor import ProcessSpec
 TARGET = "inspector-line.target"
 WATCHDOG_S = 5
 DAEMON_START_TIMEOUT_S = 120   # engine load + warm-up before READY=1
+GATEWAY_START_TIMEOUT_S = 180  # READY=1 when the daemon's heartbeats arrive: after the daemon's start
 STOP_TIMEOUT_S = 30
 
 
@@ -33,13 +36,15 @@ def _exec_start(argv: tuple[str, ...]) -> str:
     return " ".join(shlex.quote(a) for a in argv).replace("%", "%%")
 
 
-def unit_text(spec: ProcessSpec, daemon_unit: str | None, working_dir: Path) -> str:
-    """The unit file for one process."""
-    after = "network-online.target" + (f" {daemon_unit}" if daemon_unit and spec.role != "daemon" else "")
-    service = [f"Type={'notify' if spec.role == 'daemon' else 'simple'}"]
+def unit_text(spec: ProcessSpec, after_units: list[str], working_dir: Path) -> str:
+    """The unit file for one process, started after ``after_units``."""
+    after = " ".join(["network-online.target", *after_units])
+    service = [f"Type={'notify' if spec.role in ('daemon', 'gateway') else 'simple'}"]
     if spec.role == "daemon":
         service += ["NotifyAccess=main", f"WatchdogSec={WATCHDOG_S}", f"TimeoutStartSec={DAEMON_START_TIMEOUT_S}",
                     "ExecReload=/bin/kill -HUP $MAINPID"]
+    if spec.role == "gateway":
+        service += ["NotifyAccess=main", f"TimeoutStartSec={GATEWAY_START_TIMEOUT_S}"]
     service += [
         f"ExecStart={_exec_start(spec.argv)}",
         f"WorkingDirectory={working_dir}",
@@ -81,11 +86,13 @@ def write_units(specs: list[ProcessSpec], out_dir: str | Path, *, working_dir: s
     """Write one ``.service`` per spec and the target into ``out_dir``; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    daemon = next((unit_name(s) for s in specs if s.role == "daemon"), None)
+    daemons = [unit_name(s) for s in specs if s.role == "daemon"]
+    gateways = [unit_name(s) for s in specs if s.role == "gateway"]
+    after = {"daemon": [], "gateway": daemons, "grabber": [*daemons, *gateways]}
     written = []
     for spec in specs:
         path = out / unit_name(spec)
-        path.write_text(unit_text(spec, daemon, Path(working_dir).resolve()), encoding="utf-8")
+        path.write_text(unit_text(spec, after[spec.role], Path(working_dir).resolve()), encoding="utf-8")
         written.append(path)
     target = out / TARGET
     target.write_text(target_text([p.name for p in written]), encoding="utf-8")

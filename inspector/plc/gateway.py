@@ -40,6 +40,7 @@ import zmq
 from inspector.plc import modbus_map as mm
 from inspector.line import transport
 from inspector.line.config import Config, connectable, load_config, parse_host_port
+from inspector.line.readiness import notify_ready
 from inspector.line.sequence import SequenceTracker
 from inspector.line.wire import Heartbeat, Verdict, WireError, decode_message
 from inspector.plc.metrics import GatewayMetrics
@@ -126,6 +127,7 @@ class Gateway:
         self.daemon_ready = False
         self.daemon_counter = 0
         self.alive = False
+        self.said_ready = False   # READY=1 sent (systemd / inspector line): verdicts reach us from now on
         self.counts: Counter[str] = Counter()
         self.unknown_ids: set[str] = set()
 
@@ -168,6 +170,10 @@ class Gateway:
             self.daemon_id = beat.daemon_id
         if not self.alive:
             log.info("daemon heartbeat present")
+        if not self.said_ready:
+            self.said_ready = True
+            notify_ready()
+            log.info("ready: the daemon's heartbeats reach this gateway, so its verdicts will")
         self.last_heartbeat_at = now
         self.alive = True
         self.daemon_ready = beat.ready

@@ -115,7 +115,10 @@ def test_systemd_units_run_the_same_command_lines(tmp_path):
     daemon = (tmp_path / "units" / "inspector-daemon.service").read_text()
     assert "Type=notify" in daemon and "Restart=on-failure" in daemon and "WatchdogSec=" in daemon
     grab = (tmp_path / "units" / "inspector-grab-cam0.service").read_text()
-    assert "Type=simple" in grab and "After=network-online.target inspector-daemon.service" in grab
+    assert "Type=simple" in grab
+    assert "After=network-online.target inspector-daemon.service inspector-gateway-plc.service" in grab
+    gateway = (tmp_path / "units" / "inspector-gateway-plc.service").read_text()
+    assert "Type=notify" in gateway and "After=network-online.target inspector-daemon.service" in gateway
     assert f"ExecStart={' '.join(specs[2].argv)}" in grab
     target = (tmp_path / "units" / "inspector-line.target").read_text()
     assert all(name in target for name in names if name.endswith(".service"))
