@@ -63,8 +63,10 @@ def escapes_at(threshold: float, defect_scores: np.ndarray) -> int:
     return int((defect_scores <= threshold).sum())
 
 
-def evaluate(model, head, hold_a, hold_b, test, test_masks, test_labels, test_valid) -> list[dict]:
+def evaluate(model, head, hold_a, hold_b, test, test_masks, test_labels, test_valid, dump=None) -> list[dict]:
     maps_a, maps_b, maps_t = (student_maps(model, f, head) for f in (hold_a, hold_b, test))
+    if dump is not None:
+        dump(maps_a, maps_b, maps_t)
     rows = []
     stats = GoodStats.fit(maps_a) if len(maps_a) >= 2 else None
     for norm in (False, True):
@@ -96,6 +98,10 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="")
     p.add_argument("--jsonl", default="runs/lab.jsonl")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--dump", help="save held-out/test maps and images here (npz) at the last evaluation, or at "
+                   "every one when the name holds EPOCH")
+    p.add_argument("--save-student", help="save the student's weights here at every evaluation (EPOCH in "
+                   "the name is replaced by the epoch)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,13 +140,27 @@ def main(argv=None) -> int:
     t_train = 0.0
     for epoch in range(args.epochs):
         t1 = time.time()
-        loss = train_mod.train_epoch(model, opt, batches, np.random.default_rng([targs.seed, epoch]))
+        for group in opt.param_groups:
+            group["lr"] = train_mod.learning_rate(targs.lr, targs.schedule, epoch, args.epochs)
+        loss = train_mod.train_epoch(model, opt, batches, np.random.default_rng([targs.seed, epoch]),
+                                     loss_kind=targs.loss)
         t_train += time.time() - t1
         print(f"[{args.tag}] epoch {epoch + 1}: loss {loss:.4f} ({t_train:.0f} s)", flush=True)
         if epoch + 1 not in eval_at:
             continue
         t2 = time.time()
-        rows = evaluate(model, head, hold_a, hold_b, test_feats, test.masks, labels, test.valid)
+        if args.save_student:
+            torch.save(model.student.state_dict(), args.save_student.replace("EPOCH", str(epoch + 1)))
+        dump = None
+        if args.dump and (epoch + 1 == max(eval_at) or "EPOCH" in args.dump):
+            def dump(maps_a, maps_b, maps_t, _test=test, _path=args.dump.replace("EPOCH", str(epoch + 1))):
+                Path(_path).parent.mkdir(parents=True, exist_ok=True)
+                maps_train = student_maps(model, batches.cached, head).astype(np.float16)  # in-sample
+                np.savez_compressed(_path, maps_a=maps_a, maps_b=maps_b, maps_t=maps_t, valid=_test.valid,
+                                    maps_train=maps_train,
+                                    images=_test.images[..., 0], masks=_test.masks, labels=labels,
+                                    names=np.array([str(s.path) for s in _test.samples]))
+        rows = evaluate(model, head, hold_a, hold_b, test_feats, test.masks, labels, test.valid, dump)
         Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
         with open(args.jsonl, "a") as f:
             for r in rows:

@@ -192,11 +192,23 @@ def cosine_maps(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> lis
     return [1.0 - F.cosine_similarity(t, s, dim=1) for t, s in zip(t_feats, s_feats)]
 
 
-def rd_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> torch.Tensor:
-    """Reference loss: per scale, 1 - cos of each sample's flattened C*H*W maps; batch mean; sum."""
+LOSSES = ("flat", "pixel", "mixed")
+
+
+def rd_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], kind: str = "flat") -> torch.Tensor:
+    """Distillation loss, summed over scales.
+
+    ``flat`` (the reference code): per scale, 1 - cos of each sample's flattened C*H*W maps, batch
+    mean. ``pixel`` (the paper's text): the mean over pixels of the per-pixel 1 - cos along channels,
+    i.e. the mean of the anomaly map itself. ``mixed``: their sum."""
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
     loss = t_feats[0].new_zeros(())
     for t, s in zip(t_feats, s_feats):
-        loss = loss + (1.0 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1)).mean()
+        if kind in ("flat", "mixed"):
+            loss = loss + (1.0 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1)).mean()
+        if kind in ("pixel", "mixed"):
+            loss = loss + (1.0 - F.cosine_similarity(t, s, dim=1)).mean()
     return loss
 
 

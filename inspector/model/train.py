@@ -30,7 +30,7 @@ from ..core.preprocess import FITS, format_image_size, parse_image_size
 from ..core.scoring import GoodStats, ScoreRule
 from .checkpoint import build_model, load_checkpoint, save_checkpoint
 from .data import fit_read, read_samples, train_samples
-from .network import RDConfig, ReverseDistillation, rd_loss
+from .network import LOSSES, RDConfig, ReverseDistillation, rd_loss
 from .teachers import DEFAULT_TEACHER, LITE_VARIANTS, TEACHERS, create_teacher, teacher_options
 from .training_data import TrainingBatches
 
@@ -78,6 +78,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"images of one size, with >= {MIN_STATS_IMAGES} held-out images)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.005)
+    p.add_argument("--loss", choices=LOSSES, default="flat", help="distillation loss: flat (reference code: "
+                   "cosine of whole flattened maps), pixel (mean per-pixel cosine distance), mixed (both)")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning-rate schedule over the epochs (constant: the reference recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -140,12 +144,19 @@ def should_normalize(mode: str, n_holdout: int, shapes: list[tuple[int, int]]) -
     return True, f"on: aligned parts (one image size), {n_holdout} held-out images"
 
 
+def learning_rate(base: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of ``epoch`` (0-based): constant, or cosine decay to 1 % of ``base``."""
+    if schedule == "constant" or epochs <= 1:
+        return base
+    return base * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * epoch / (epochs - 1))))
+
+
 def train_epoch(model: ReverseDistillation, opt, batches: TrainingBatches, rng: np.random.Generator,
-                bar=None) -> float:
+                bar=None, loss_kind: str = "flat") -> float:
     model.student.train()
     losses = []
     for targets, inputs, n in batches.epoch(rng):
-        loss = rd_loss(targets, model.student(inputs))
+        loss = rd_loss(targets, model.student(inputs), loss_kind)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -218,14 +229,16 @@ def run(args) -> int:
     train_info = {"data": str(Path(args.data).resolve()), "n_images": len(train_idx), "n_holdout": len(hold_idx),
                   "holdout": [kept[i].path.name for i in hold_idx], "skipped": len(skips),
                   "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-                  "anomalies": args.anomalies, "normalize": why,
+                  "anomalies": args.anomalies, "normalize": why, "loss": args.loss, "schedule": args.schedule,
                   "teacher_weights": str(teacher_weights) if teacher_weights else None, "history": history}
     total = max(0, args.epochs - start_epoch) * batches.samples_per_epoch
     bar = tqdm(total=total, unit="tile" if grid.n_tiles > 1 else "img", desc="train", disable=args.no_progress,
                dynamic_ncols=True)
     t_train = time.time()
     for epoch in range(start_epoch, args.epochs):
-        loss = train_epoch(model, opt, batches, np.random.default_rng([args.seed, epoch]), bar)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(args.lr, args.schedule, epoch, args.epochs)
+        loss = train_epoch(model, opt, batches, np.random.default_rng([args.seed, epoch]), bar, args.loss)
         history.append({"epoch": epoch + 1, "loss": loss})
         bar.set_description(f"epoch {epoch + 1}/{args.epochs}")
         train_info["train_seconds"] = prior_seconds + (time.time() - t_train)
