@@ -11,7 +11,9 @@ held-out good images and the test set with the reference head, then prints one l
     half of the held-out good images.
 
 The held-out good images (``--holdout``) are split in two halves: per-position statistics are fitted
-on the first, the 1 %-FRR threshold is read from the second. Teacher features of the held-out and
+on the first, the 1 %-FRR threshold is read from the second (or, with ``--calib DIR``, the statistics
+use every held-out image and the threshold comes from the good images in DIR, as a line's
+calibration parts). Teacher features of the held-out and
 test images are cached, so an evaluation only runs the student. Results are appended to
 ``--jsonl`` (one JSON object per evaluation) for later comparison.
 
@@ -34,7 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from inspector.core.dataset_layout import test_samples, train_samples  # noqa: E402
+from inspector.core.dataset_layout import Sample, list_images, test_samples, train_samples  # noqa: E402
 from inspector.core.map_head import MapHead  # noqa: E402
 from inspector.core.scoring import GoodStats, ScoreRule, image_scores  # noqa: E402
 from inspector.evaluation.metrics import aupro, image_auroc, pixel_auroc  # noqa: E402
@@ -102,6 +104,8 @@ def main(argv=None) -> int:
                    "every one when the name holds EPOCH")
     p.add_argument("--save-student", help="save the student's weights here at every evaluation (EPOCH in "
                    "the name is replaced by the epoch)")
+    p.add_argument("--calib", help="folder of good images (never trained on) for the 1 %%-FRR threshold: then the "
+                   "statistics use every held-out image, as inspector train does")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,9 +130,13 @@ def main(argv=None) -> int:
         raise SystemExit("rd_lab caches whole-image features: use it without --tile")
     batches = TrainingBatches(model, fitted.images[train_idx], grid, batch_size=targs.batch_size,
                               device="cpu", anomaly_share=targs.anomalies)
-    half = len(hold_idx) // 2
+    half = len(hold_idx) if args.calib else len(hold_idx) // 2
     hold_a = teacher_features(model, grid.pad(fitted.images[hold_idx[:half]]), "cpu", half=True)
-    hold_b = teacher_features(model, grid.pad(fitted.images[hold_idx[half:]]), "cpu", half=True)
+    if args.calib:
+        calib = load_fitted([Sample(path, "good") for path in list_images(args.calib)], cfg.image_size, cfg.fit)
+        hold_b = teacher_features(model, grid.pad(calib.images), "cpu", half=True)
+    else:
+        hold_b = teacher_features(model, grid.pad(fitted.images[hold_idx[half:]]), "cpu", half=True)
     test = load_fitted(test_samples(args.data), cfg.image_size, cfg.fit, with_masks=True)
     test_feats = teacher_features(model, grid.pad(test.images), "cpu", half=True)
     labels = np.array([s.is_defect for s in test.samples])
