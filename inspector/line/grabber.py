@@ -1,7 +1,8 @@
 """`inspector grab`: one camera grabber process, frame source -> ZeroMQ PUSH -> daemon.
 
 One process per camera. Each frame goes out as a two-part wire frame (``inspector.line.wire``) with
-``seq`` counting from 0 (+1 per frame sent; no gaps are made here), ``part_id`` = str(part-id-start
+``session`` = a random id drawn at start (so that the daemon tells this run's ``seq`` from an
+earlier run's), ``seq`` counting from 0 (+1 per frame sent; no gaps are made here), ``part_id`` = str(part-id-start
 + seq), ``capture_ns`` = ``time.time_ns()`` at grab, ``deadline_ns`` = capture + deadline (0 when
 no deadline is set).
 
@@ -41,7 +42,7 @@ import zmq
 from inspector.line import transport
 from inspector.line.config import Config, connectable, load_config
 from inspector.line.sources import FrameSource, SourceError, SourceFrame, open_source, parse_node_value
-from inspector.line.wire import MAX_STR, FrameHeader, WireError, encode_header, send_frame
+from inspector.line.wire import MAX_STR, FrameHeader, WireError, encode_header, new_session, send_frame
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +180,13 @@ class _Sender:
                 self._warn("daemon at %s is not accepting frames (back-pressure; waiting)", self.endpoint)
 
 
-def _make_header(camera_id: str, seq: int, part_id_start: int, deadline_ms: float | None,
+def _make_header(camera_id: str, session: int, seq: int, part_id_start: int, deadline_ms: float | None,
                  frame: SourceFrame) -> FrameHeader:
     deadline_ns = frame.capture_ns + round(deadline_ms * 1e6) if deadline_ms else 0
     return FrameHeader(
         camera_id=camera_id, seq=seq, part_id=str(part_id_start + seq), capture_ns=frame.capture_ns,
         deadline_ns=deadline_ns, shape=tuple(frame.image.shape), pixel_format=frame.pixel_format,
-        label=fit_wire_str(frame.label), source=fit_wire_str(frame.source))
+        label=fit_wire_str(frame.label), source=fit_wire_str(frame.source), session=session)
 
 
 def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps: float | None = None,
@@ -197,7 +198,7 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
 
     Runs until the source ends, ``max_frames`` frames are sent or ``stop_event`` is set; then closes
     the socket (linger ``linger_ms``) and the source (only if opened here) and returns the summary
-    dict: camera_id, frames_sent, skipped (source skips + frames the wire refused), elapsed_s,
+    dict: camera_id, session, frames_sent, skipped (source skips + frames the wire refused), elapsed_s,
     late (behind-schedule events), dropped_on_stop, blocked_s (time spent waiting on the daemon),
     stopped_by ("end_of_source" | "max_frames" | "stop" | "error") and, after a source failure,
     error. Raises GrabberError for bad settings and SourceError when the source cannot be opened.
@@ -210,8 +211,9 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
                     if own_source else source)
     own_context = context is None
     ctx = zmq.Context() if own_context else context
-    summary: dict[str, Any] = {"camera_id": camera_id, "frames_sent": 0, "skipped": 0, "elapsed_s": 0.0,
-                               "late": 0, "dropped_on_stop": 0, "blocked_s": 0.0, "stopped_by": "stop"}
+    session = new_session()
+    summary: dict[str, Any] = {"camera_id": camera_id, "session": session, "frames_sent": 0, "skipped": 0,
+                               "elapsed_s": 0.0, "late": 0, "dropped_on_stop": 0, "blocked_s": 0.0, "stopped_by": "stop"}
     wire_rejected = 0
     started = time.monotonic()
     sock = None
@@ -237,7 +239,7 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
             if frame is None:
                 summary["stopped_by"] = "end_of_source"
                 break
-            header = _make_header(camera_id, summary["frames_sent"], part_id_start, deadline_ms, frame)
+            header = _make_header(camera_id, session, summary["frames_sent"], part_id_start, deadline_ms, frame)
             try:
                 if not sender.send(header, frame):
                     summary["dropped_on_stop"] += 1

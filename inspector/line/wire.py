@@ -22,6 +22,7 @@ This module must not import torch.
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,7 +35,7 @@ from inspector.line.wire_fields import (  # noqa: F401 (the limits and WireError
     DTYPES, ENCODINGS, MAX_DIM, MAX_HEADER_BYTES, MAX_INT, MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, MAX_STR,
     PIXEL_FORMATS, SCHEMA_VERSION, TOPIC_FRAME, TOPIC_HEARTBEAT, TOPIC_VERDICT, WIRE_ERROR_REASONS, WireError,
     _as_buffer, _Check, _check_fields, _encoding, _FieldError, _HEADER_FIELDS, _HEARTBEAT_FIELDS, _packb,
-    _pixel_format, _unpack_map, _VERDICT_FIELDS)
+    _pixel_format, _unpack_map, _VERDICT_FIELDS, upgrade_legacy)
 
 
 
@@ -59,7 +60,14 @@ class FrameHeader:
     encoding: str = "raw"
     label: str | None = None  # ground-truth kind for labelled sources ("good", "crack", ...)
     source: str | None = None  # e.g. file name
+    session: int = 0  # the grabber run that sent it (random per start); seq counts within it
     schema: int = SCHEMA_VERSION
+
+
+def new_session() -> int:
+    """A grabber session id: random in 1 .. 2**63 - 1, drawn anew by every sender run (a grabber
+    start, a replay), so that a restart is told apart from a repeated ``seq``."""
+    return secrets.randbits(63) or 1
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ class Verdict:
     decided_ns: int
     label: str | None = None
     defect_area_px: int | None = None
+    session: int = 0  # the frame's grabber session (0: unknown)
+    epoch: int = 0  # the publishing daemon's epoch (its start time, time.time_ns())
     schema: int = SCHEMA_VERSION
 
 
@@ -88,6 +98,7 @@ class Heartbeat:
     counter: int
     sent_ns: int
     ready: bool
+    epoch: int = 0  # the daemon's start time (time.time_ns()): a new epoch = a restarted daemon
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,6 +111,7 @@ def _header_to_map(header: FrameHeader) -> dict[str, Any]:
         "schema": header.schema,
         "camera_id": header.camera_id,
         "seq": header.seq,
+        "session": header.session,
         "part_id": header.part_id,
         "capture_ns": header.capture_ns,
         "deadline_ns": header.deadline_ns,
@@ -388,6 +400,8 @@ def _verdict_to_map(v: Verdict) -> dict[str, Any]:
         "decided_ns": v.decided_ns,
         "label": v.label,
         "defect_area_px": v.defect_area_px,
+        "session": v.session,
+        "epoch": v.epoch,
     }
 
 
@@ -406,20 +420,25 @@ def encode_heartbeat(h: Heartbeat) -> list[bytes]:
     """``[TOPIC_HEARTBEAT, msgpack]`` (the map also carries ``schema``). Raises WireError."""
     if not isinstance(h, Heartbeat):
         raise WireError("bad_header", f"expected a Heartbeat, got {type(h).__name__}")
-    raw = {"schema": SCHEMA_VERSION, "daemon_id": h.daemon_id, "counter": h.counter, "sent_ns": h.sent_ns, "ready": h.ready}
+    raw = {"schema": SCHEMA_VERSION, "daemon_id": h.daemon_id, "counter": h.counter, "sent_ns": h.sent_ns, "ready": h.ready,
+           "epoch": h.epoch}
     return [TOPIC_HEARTBEAT, _packb(_check_fields("heartbeat", raw, _HEARTBEAT_FIELDS))]
 
 
-def decode_message(parts: list) -> Verdict | Heartbeat:
+def decode_message(parts: list, *, legacy: bool = False) -> Verdict | Heartbeat:
     """``[topic, msgpack]`` from the daemon's PUB socket -> Verdict or Heartbeat.
 
     Strict: exact topic, map with exactly the known keys, every field checked. Raises WireError
-    ('bad_parts' for a wrong part count or unknown topic).
+    ('bad_parts' for a wrong part count or unknown topic). ``legacy``: also read a schema-1
+    verdict (recordings made before schema 2) as session 0, epoch 0.
     """
     topic_part, body_part = _split_parts(parts, 2, "daemon message")
     topic = bytes(_as_buffer(topic_part, "topic part")[:32])
     if topic == TOPIC_VERDICT:
-        fields = _check_fields("verdict", _unpack_map("verdict", _as_buffer(body_part, "verdict"), MAX_MESSAGE_BYTES), _VERDICT_FIELDS)
+        raw = _unpack_map("verdict", _as_buffer(body_part, "verdict"), MAX_MESSAGE_BYTES)
+        if legacy:
+            raw = upgrade_legacy(raw, {"session": 0, "epoch": 0})
+        fields = _check_fields("verdict", raw, _VERDICT_FIELDS)
         _check_verdict_rules(fields)
         return Verdict(**fields)
     if topic == TOPIC_HEARTBEAT:

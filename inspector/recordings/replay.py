@@ -7,7 +7,9 @@ Frames go out over one ZeroMQ PUSH socket (connect, small send HWM, bounded ling
 recorded (camera_id, seq, part_id, label, source, pixel format, encoding and payload bytes: a
 JPEG is re-sent as it was, never re-encoded) except for the times: capture_ns is re-stamped to
 now and deadline_ns = the new capture_ns + the original deadline offset (deadline_ns -
-capture_ns; a recorded deadline of 0, "none", stays 0), or + ``--deadline-ms``. Frames keep the
+capture_ns; a recorded deadline of 0, "none", stays 0), or + ``--deadline-ms``, and the grabber
+session: each recorded (camera, session) is sent under a session of this replay's own (a replay
+is a new run of the cameras, so the daemon takes its ``seq`` as new, not as a repeat). Frames keep the
 recording's timing (capture_ns differences) divided by ``--speed``, or go as fast as the
 receiver takes them with ``--max``. A send that cannot complete within ``--send-timeout``
 seconds (no receiver, or one that stopped reading) aborts the replay with an error.
@@ -71,15 +73,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _restamp(header: wire.FrameHeader, now_ns: int, deadline_ms: float | None) -> wire.FrameHeader:
-    """The header with capture_ns = now and the deadline moved along (see module doc)."""
+def _restamp(header: wire.FrameHeader, now_ns: int, deadline_ms: float | None, session: int) -> wire.FrameHeader:
+    """The header with capture_ns = now, the deadline moved along and this replay's ``session``
+    (see module doc)."""
     if deadline_ms is not None:
         deadline = now_ns + int(round(deadline_ms * 1e6))
     elif header.deadline_ns == 0:
         deadline = 0
     else:
         deadline = max(0, now_ns + header.deadline_ns - header.capture_ns)
-    return replace(header, capture_ns=now_ns, deadline_ns=deadline)
+    return replace(header, capture_ns=now_ns, deadline_ns=deadline, session=session)
 
 
 def _wait_until(target: float, stop: threading.Event) -> None:
@@ -133,6 +136,7 @@ def replay(
     context = context or zmq.Context()
     sock = _push_socket(context, endpoint, sndhwm, send_timeout_s, linger_ms)
     sent: dict[str, int] = {}
+    sessions: dict[tuple[str, int], int] = {}  # recorded (camera, session) -> this replay's session
     late, max_lag = 0, 0.0
     started = time.monotonic()
     first_capture: int | None = None
@@ -151,7 +155,9 @@ def replay(
                 lag = time.monotonic() - target
                 max_lag = max(max_lag, lag)
                 late += lag > LATE_AFTER_S
-            if not _send(sock, frame, deadline_ms, endpoint, send_timeout_s, stop):
+            key = (frame.header.camera_id, frame.header.session)
+            session = sessions.get(key) or sessions.setdefault(key, wire.new_session())
+            if not _send(sock, frame, deadline_ms, session, endpoint, send_timeout_s, stop):
                 break
             sent[frame.header.camera_id] = sent.get(frame.header.camera_id, 0) + 1
     except BaseException:
@@ -173,12 +179,12 @@ def replay(
     }
 
 
-def _send(sock: zmq.Socket, frame: RecordedFrame, deadline_ms: float | None, endpoint: str, timeout_s: float,
+def _send(sock: zmq.Socket, frame: RecordedFrame, deadline_ms: float | None, session: int, endpoint: str, timeout_s: float,
           stop: threading.Event) -> bool:
     """Send one frame, blocking at most ``timeout_s`` in slices of SEND_SLICE_S (the socket's
     SNDTIMEO) so that ``stop`` ends a blocked send. True = sent, False = stopped first. Raises
     ReplayError when no receiver took it in time."""
-    header = _restamp(frame.header, time.time_ns(), deadline_ms)
+    header = _restamp(frame.header, time.time_ns(), deadline_ms, session)
     parts = [wire.encode_header(header), frame.payload]
     give_up = time.monotonic() + timeout_s
     while not stop.is_set():
