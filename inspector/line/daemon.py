@@ -101,11 +101,16 @@ class Daemon(EngineWorker):
         self._cond = threading.Condition()
         self.batcher: MicroBatcher[FrameJob] = MicroBatcher(
             config.engine.max_batch, config.engine.max_wait_ms / 1000.0, config.overload.max_queue,
-            config.overload.policy, estimate=EngineTimeEstimate(initial_s=engine_estimate_s))
+            config.overload.policy, estimate=EngineTimeEstimate(initial_s=engine_estimate_s),
+            max_bytes=config.overload.max_queue_bytes)
         self.sequences = SequenceTracker()
         self.in_order: InOrder[tuple[wire.Verdict, int | None]] = InOrder()
         self.epoch = time.time_ns()  # this run of the daemon: stamped on every verdict and heartbeat
         self._fps_cache: dict[str, float | None] = {}
+        self._unknown_ids: set[str] = set()
+        cameras = list(config.cameras) or [None]
+        self.max_pixels = max(config.max_pixels_for(c) if c else config.defaults.max_pixels for c in cameras)
+        self.max_deadline_ns = int(config.defaults.max_deadline_ms * 1e6)
         self.thresholds: ThresholdTable
         self.thresholds, problems = load_thresholds(config, engine.manifest, engine.backend)
         for problem in problems:
@@ -170,7 +175,8 @@ class Daemon(EngineWorker):
                 self._bind(self.tap, cfg.tap, "tap")
             self.wake = self._keep(transport.wake_pair(self.context), sockets)
             self.wake.bind(self._wake_endpoint)
-            self.pull = self._keep(transport.frame_pull(self.context, hwm=cfg.rcvhwm), sockets)
+            self.pull = self._keep(transport.frame_pull(self.context, hwm=cfg.rcvhwm,
+                                                        receive_limit=wire.frame_receive_limit(self.max_pixels)), sockets)
             self._bind(self.pull, cfg.frames, "frames")
         except BaseException:
             for sock in sockets:
@@ -279,19 +285,20 @@ class Daemon(EngineWorker):
 
     def _on_message(self, parts: list) -> None:
         """One message from the PULL socket -> exactly one verdict (now or later). Never raises
-        for bad input."""
+        for bad input. Cheap checks only (header, camera, pixel budget, payload size / JPEG frame
+        header): decoding is the engine worker's."""
         received_ns = time.time_ns()
         self._count("messages_received")
         self._mirror(parts)
         try:
-            header, image = wire.decode_frame(parts)
+            frame = wire.open_frame(parts, max_pixels=self.config.max_pixels_for)
         except wire.WireError as exc:
             self._on_decode_error(exc, received_ns)
             return
-        except Exception as exc:  # decode_frame promises WireError only; fail closed anyway
+        except Exception as exc:  # open_frame promises WireError only; fail closed anyway
             self._on_decode_error(wire.WireError("bad_header", f"unexpected {type(exc).__name__}: {exc}"), received_ns)
             return
-        self._on_frame(header, image, received_ns)
+        self._on_frame(frame, received_ns)
 
     def _mirror(self, parts: list) -> None:
         if self.tap is None:
@@ -303,11 +310,16 @@ class Daemon(EngineWorker):
             self._count("tap_dropped")
             self.metrics.tap_dropped.inc()
 
-    def _on_frame(self, header: wire.FrameHeader, image: np.ndarray, received_ns: int) -> None:
+    def _on_frame(self, frame: wire.EncodedFrame, received_ns: int) -> None:
+        header = frame.header
         self.metrics.frames.labels(self._camera_label(header.camera_id)).inc()
-        deadline_ns = effective_deadline_ns(header.capture_ns, header.deadline_ns,
-                                           self.config.deadline_ms_for(header.camera_id))
-        job = FrameJob(header, image, deadline_ns, received_ns)
+        deadline_ns = min(effective_deadline_ns(header.capture_ns, header.deadline_ns,
+                                                self.config.deadline_ms_for(header.camera_id)),
+                          received_ns + self.max_deadline_ns)   # no frame waits longer than the longest deadline
+        job = FrameJob(header, frame, deadline_ns, received_ns)
+        if self._unknown_camera(header.camera_id):
+            self._answer_now(job, "unknown_camera")
+            return
         if self._track_sequence(Ident.of(header)).replayed:
             self._count("replayed_frames")
             self._answer_now(job, "sequence_replayed")
@@ -322,7 +334,7 @@ class Daemon(EngineWorker):
         job.expected = True
         self.in_order.expect((header.camera_id, header.session), header.seq)
         with self._cond:
-            dropped = self.batcher.add(job, mono, mono + (deadline_ns - received_ns) / 1e9)
+            dropped = self.batcher.add(job, mono, mono + (deadline_ns - received_ns) / 1e9, nbytes=frame.nbytes)
             depth = len(self.batcher)
             self._cond.notify()
         self.metrics.queue_depth.set(depth)
@@ -343,6 +355,9 @@ class Daemon(EngineWorker):
             ident = Ident(UNKNOWN_CAMERA, self.unknown_seq, "", received_ns)
             self.unknown_seq += 1
             self._count("unattributed_decode_errors")
+        elif self._unknown_camera(ident.camera_id):
+            self._publish(make_verdict(ident, "unknown_camera"), received_ns, expected=False)
+            return
         else:
             self._track_sequence(ident)
         self.metrics.frames.labels(self._camera_label(ident.camera_id)).inc()
@@ -374,6 +389,19 @@ class Daemon(EngineWorker):
             gap = Ident(camera, missing_seq, "", ident.capture_ns, session=ident.session)
             self._publish(make_verdict(gap, "sequence_gap"), None, expected=False)
         return event
+
+    def _unknown_camera(self, camera: str) -> bool:
+        """True (counted, logged once per id) for a camera the box config does not declare, when it
+        declares any: refused without judging it and without tracking it (docs/daemon.md)."""
+        if not self.config.cameras or camera in self.config.cameras:
+            return False
+        self._count("unknown_camera_frames")
+        self.metrics.unknown_camera.inc()
+        if camera not in self._unknown_ids and len(self._unknown_ids) < 64:
+            self._unknown_ids.add(camera)
+            log.error("frame from camera %r, which the config does not declare: refused (FAULT unknown_camera)",
+                      camera, extra={"camera": camera})
+        return True
 
     def _camera_fps(self, camera: str) -> float | None:
         """The camera's frame rate from the box config (bounds how many gap FAULTs are possible)."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from inspector.core.roi import RoiError
 from inspector.judge.profile import CalibrationProfile
-from inspector.line import transport
+from inspector.line import transport, wire
 from inspector.line.jobs import FrameJob, Ident, checked_result, judge_frame, make_verdict
 from inspector.line.profiles import ThresholdTable
 
@@ -76,6 +76,8 @@ class EngineWorker:
         judged: list[tuple[FrameJob, CalibrationProfile]] = []
         rois: list[np.ndarray | None] = []
         for job in batch:
+            if not self._decode(job):
+                continue
             profile = table.for_camera(job.header.camera_id)
             roi = self._roi_mask(table, job) if profile is not None else None
             if profile is None or roi is False:
@@ -111,11 +113,30 @@ class EngineWorker:
         for i, (job, profile) in enumerate(judged):
             self._judge(job, profile, scores[i], None if maps is None else maps[i])
 
+    def _decode(self, job: FrameJob) -> bool:
+        """Decode ``job``'s image here, off the receive thread (a JPEG within the camera's pixel
+        budget can still take a while); a payload that does not decode is FAULT decode_error.
+        Only the frames of the batch being judged are ever decoded at once."""
+        if job.settled:
+            return False
+        try:
+            job.image = job.frame.decode()
+        except wire.WireError as exc:
+            self._count("decode_errors")
+            self.metrics.decode_errors.labels(exc.reason).inc()
+            if self._throttle("decode_error"):
+                log.warning("frame payload does not decode: %s", exc,
+                            extra={"camera": job.header.camera_id, "seq": job.header.seq, "wire_reason": exc.reason})
+            if self._settle(job):
+                self._post(job, make_verdict(Ident.of(job.header), "decode_error"))
+            return False
+        return True
+
     def _roi_mask(self, table: ThresholdTable, job: FrameJob) -> np.ndarray | None | bool:
         """The camera's ROI mask for this frame; None: the whole image; False: the ROI does not fit
         the frame (a mask of another resolution), which cannot be judged as calibrated then."""
         try:
-            return table.roi_mask(job.header.camera_id, job.image.shape[:2])
+            return table.roi_mask(job.header.camera_id, tuple(job.header.shape[:2]))
         except RoiError as exc:
             if self._throttle("roi_error"):
                 log.error("ROI does not fit the frame: %s", exc, extra={"camera": job.header.camera_id})

@@ -23,14 +23,16 @@ from inspector.line import wire
 
 @dataclass(eq=False)
 class FrameJob:
-    """One received, decoded frame on its way to a verdict. ``image``: uint8 H x W x C, a read-only
-    view into the received message (kept alive by it). ``settled``: a verdict exists (guarded by
-    the daemon's settle lock)."""
+    """One received frame on its way to a verdict. ``frame``: checked but not decoded (a JPEG is
+    decoded by the engine worker, never on the receive thread); ``image``: uint8 H x W x C once
+    decoded (raw: a read-only view into the received message, kept alive by it). ``settled``: a
+    verdict exists (guarded by the daemon's settle lock)."""
 
     header: wire.FrameHeader
-    image: np.ndarray
+    frame: wire.EncodedFrame
     deadline_ns: int
     received_ns: int
+    image: np.ndarray | None = None
     settled: bool = False
     expected: bool = False  # went to the engine queue: its verdict is awaited in seq order (line.ordering)
 

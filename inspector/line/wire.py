@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -238,7 +238,8 @@ def _split_parts(parts: Any, count: int, what: str) -> list:
 
 
 def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray]:
-    """Decode ``[header, payload]`` (bytes or zmq.Frame) into (header, image).
+    """Decode ``[header, payload]`` (bytes or zmq.Frame) into (header, image): :func:`open_frame`
+    then :meth:`EncodedFrame.decode`.
 
     Raw: the image is a read-only ``np.frombuffer`` view of the payload (no copy; it keeps the
     frame alive; copy it to edit), after checking its length equals prod(shape). JPEG: decoded with OpenCV after
@@ -247,22 +248,73 @@ def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray]:
     (mono8 -> H x W x 1) in the header's pixel format. Raises WireError; when only the payload is
     bad, ``error.header`` is the decoded FrameHeader.
     """
+    frame = open_frame(parts)
+    return frame.header, frame.decode()
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """A received frame checked as far as it can be without decoding it: the header is valid, the
+    image is within the pixel budget, a raw payload has exactly H*W*C bytes, a JPEG's own frame
+    header (SOFn) says the header's H, W, C at 8 bits. ``payload`` keeps the received buffer alive."""
+
+    header: FrameHeader
+    payload: memoryview
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held while the frame waits (the payload as received)."""
+        return self.payload.nbytes
+
+    def decode(self) -> np.ndarray:
+        """The image, uint8 H x W x C in the header's pixel format: a read-only view for raw frames
+        (no copy), OpenCV's decoding for JPEG (the costly step: run it off the receive thread).
+        Raises WireError (``decode_failed``, ``size_mismatch``) with ``error.header`` set."""
+        if self.header.encoding == "raw":
+            return _view_raw(self.header, self.payload)
+        return _decode_jpeg(self.header, self.payload)
+
+
+def frame_receive_limit(max_pixels: int) -> int:
+    """The largest message part a frame of at most ``max_pixels`` (H x W) can need: its bgr8 raw
+    payload, or a JPEG of it (at most twice that plus 64 KiB of headers), capped at
+    ``MAX_PAYLOAD_BYTES``. The daemon's frame socket refuses bigger parts (``ZMQ_MAXMSGSIZE``)."""
+    return min(MAX_PAYLOAD_BYTES, max(MAX_HEADER_BYTES, 2 * 3 * max_pixels + 65536))
+
+
+def open_frame(parts: list, *, max_pixels: int | Callable[[str], int] | None = None) -> EncodedFrame:
+    """Check ``[header, payload]`` without decoding the image (see :class:`EncodedFrame`).
+    ``max_pixels``: the pixel budget (H x W), or a function camera id -> the camera's budget;
+    checked before anything is allocated for the image (``too_large``). Raises WireError; when only
+    the payload is bad, ``error.header`` is the decoded FrameHeader."""
     header_part, payload_part = _split_parts(parts, 2, "frame message")
     header = decode_header(_as_buffer(header_part, "header part"))
     payload = _as_buffer(payload_part, "payload part")
     if payload.nbytes > MAX_PAYLOAD_BYTES:
         raise WireError("too_large", f"payload is {payload.nbytes} bytes, more than {MAX_PAYLOAD_BYTES}", header=header)
+    height, width, _ = header.shape
+    if callable(max_pixels):
+        max_pixels = max_pixels(header.camera_id)
+    if max_pixels is not None and height * width > max_pixels:
+        raise WireError("too_large", f"{height} x {width} pixels is over the camera's budget of {max_pixels}",
+                        header=header)
     if header.encoding == "raw":
-        return header, _view_raw(header, payload)
-    return header, _decode_jpeg(header, payload)
+        _check_raw_size(header, payload)
+    else:
+        _check_jpeg(header, payload)
+    return EncodedFrame(header, payload)
 
 
-def _view_raw(header: FrameHeader, payload: memoryview) -> np.ndarray:
+def _check_raw_size(header: FrameHeader, payload: memoryview) -> None:
     expected = math.prod(header.shape)
     if payload.nbytes != expected:
         raise WireError(
             "size_mismatch", f"raw payload is {payload.nbytes} bytes, shape {header.shape} needs {expected}", header=header
         )
+
+
+def _view_raw(header: FrameHeader, payload: memoryview) -> np.ndarray:
+    _check_raw_size(header, payload)
     image = np.frombuffer(payload, dtype=np.uint8).reshape(header.shape)
     image.flags.writeable = False  # the buffer may be re-sent (tap) or shared: never edit in place
     return image
@@ -316,7 +368,8 @@ def jpeg_frame_info(data: memoryview) -> tuple[int, int, int, int]:
     raise WireError("decode_failed", "JPEG ends before its frame header")
 
 
-def _decode_jpeg(header: FrameHeader, payload: memoryview) -> np.ndarray:
+def _check_jpeg(header: FrameHeader, payload: memoryview) -> None:
+    """The JPEG's own frame header (SOFn) must say 8 bits and the header's H, W, C."""
     height, width, channels = header.shape
     try:
         jpeg_h, jpeg_w, jpeg_c, precision = jpeg_frame_info(payload)
@@ -328,6 +381,11 @@ def _decode_jpeg(header: FrameHeader, payload: memoryview) -> np.ndarray:
         raise WireError(
             "size_mismatch", f"JPEG is {jpeg_h} x {jpeg_w} x {jpeg_c}, header says {header.shape}", header=header
         )
+
+
+def _decode_jpeg(header: FrameHeader, payload: memoryview) -> np.ndarray:
+    height, width, channels = header.shape
+    _check_jpeg(header, payload)
     try:
         image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as error:

@@ -76,7 +76,9 @@ class PlcProgram:
         return records
 
     def _watch_gateway(self, now_s: float, block: mm.GlobalBlock) -> list[dict]:
-        if block.gateway_heartbeat != self.heartbeat:
+        if self.heartbeat is None:  # the first value read is no sign of life; its first change is
+            self.heartbeat = block.gateway_heartbeat
+        elif block.gateway_heartbeat != self.heartbeat:
             self.heartbeat, self.heartbeat_changed_at = block.gateway_heartbeat, now_s
         lost = now_s - self.heartbeat_changed_at > self.watch_s
         if lost == self.gateway_lost:

@@ -4,105 +4,15 @@ produce on demand, on inproc sockets."""
 
 from __future__ import annotations
 
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
-from inspector.line.config import config_from_dict
-from inspector.line.daemon import Daemon
-from inspector.engine import EngineResult
 from inspector.judge.profile import save_profile
-from daemon_helpers import Listener, by_key, make_push, profile_dict, send
+from daemon_helpers import InProcess, ScriptedEngine, by_key, coded, profile_dict, send
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
-
-FAKE_SHA = "a" * 64
-
-
-class ScriptedEngine:
-    """Engine double: pixel [0, 0, 0] of each image scripts the result. 255: the call raises;
-    254: NaN score; 253: block until ``gate`` is set (``entered`` tells that it is blocked);
-    252: sleep 0.3 s, score 0.1; anything else v: score v / 100."""
-
-    backend = "onnxruntime"
-    image_size = (8, 8)
-    manifest = {"engine_sha256": FAKE_SHA, "image_size": [8, 8], "precision": "fp32"}
-
-    def __init__(self) -> None:
-        self.gate, self.entered = threading.Event(), threading.Event()
-        self.calls: list[int] = []
-        self.rois: list = []  # the rois argument of each call
-
-    def infer(self, images, pixel_formats, want_maps=False, rois=None):
-        codes = [int(image[0, 0, 0]) for image in images]
-        self.calls.append(len(images))
-        self.rois.append(rois)
-        if 255 in codes:
-            raise RuntimeError("scripted engine failure")
-        if 253 in codes:
-            self.entered.set()
-            self.gate.wait(10)
-        if 252 in codes:
-            time.sleep(0.3)
-        scores = np.array([np.nan if c == 254 else 0.1 if c == 252 else c / 100 for c in codes], np.float32)
-        return EngineResult(scores, np.zeros((len(images), 8, 8), np.float32) if want_maps else None)
-
-    def close(self) -> None:
-        pass
-
-
-def coded(value: int) -> np.ndarray:
-    return np.full((8, 8, 3), value, np.uint8)
-
-
-class InProcess:
-    """A Daemon with a ScriptedEngine in a thread, on inproc sockets of a shared context."""
-
-    def __init__(self, tmp_path: Path, **overrides) -> None:
-        manifest = {**ScriptedEngine.manifest}
-        save_profile(tmp_path / "p.json", profile_dict(manifest, 0.5))
-        name = f"d{time.monotonic_ns()}"
-        sections = {
-            "daemon": {"frames": f"inproc://{name}-frames", "verdicts": f"inproc://{name}-verdicts", "heartbeat_ms": 50,
-                       "drain_ms": 300, "log_format": "text"},
-            "engine": {"path": "engine.onnx", "max_batch": 4, "max_wait_ms": 200.0},
-            "defaults": {"calibration": "p.json", "deadline_ms": 60000.0},
-            "overload": {"max_queue": 64, "policy": "reject_oldest"}}
-        for section, values in overrides.items():
-            sections[section] = {**sections.get(section, {}), **values}
-        self.config = config_from_dict(sections, base_dir=tmp_path)
-        self.engine = ScriptedEngine()
-        self.context = zmq.Context()
-        self.stop_event = threading.Event()
-        self.daemon = Daemon(self.config, self.engine, stop_event=self.stop_event, context=self.context)
-        self.summary: dict | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.listener = Listener(self.context, self.config.daemon.verdicts)
-        self.thread.start()
-        self.listener.wait_ready_heartbeat(10)
-        self.push = make_push(self.context, self.config.daemon.frames)
-
-    def _run(self) -> None:
-        self.summary = self.daemon.serve()
-
-    def stop(self) -> dict:
-        self.stop_event.set()
-        self.thread.join(10)
-        assert not self.thread.is_alive()
-        return self.summary
-
-    def close(self) -> None:
-        self.engine.gate.set()
-        self.stop_event.set()
-        self.thread.join(10)
-        self.push.close(0)
-        self.listener.close()
-        self.context.destroy(linger=0)
-
 
 def test_engine_errors_nan_and_late_verdicts_fail_closed(tmp_path):
     line = InProcess(tmp_path)
@@ -140,7 +50,7 @@ def test_stuck_engine_overload_newest_deadline_sweep_and_shutdown(tmp_path):
         assert line.engine.entered.wait(5)
         send(line.push, "cam0", 1, coded(10))
         send(line.push, "cam0", 2, coded(10))
-        send(line.push, "cam1", 0, coded(10), deadline_s=0.1)       # can never be judged in time
+        send(line.push, "cam1", 0, coded(10), deadline_s=1.0)       # can never be judged in time
         send(line.push, "cam2", 0, coded(10))                       # queue full: refused (reject_newest)
         send(line.push, "cam2", 1, coded(10))
         verdicts = by_key(line.listener.wait_verdicts(2))
@@ -149,7 +59,7 @@ def test_stuck_engine_overload_newest_deadline_sweep_and_shutdown(tmp_path):
         verdicts = by_key(line.listener.wait_verdicts(3, timeout=5))  # answered at its deadline, engine still stuck
         missed = verdicts[("cam1", 0)]
         assert (missed.decision, missed.reason) == ("FAULT", "deadline_missed")
-        assert missed.decided_ns <= missed.capture_ns + 100_000_000 + 50_000_000
+        assert missed.capture_ns + 1_000_000_000 - 50_000_000 <= missed.decided_ns <= missed.capture_ns + 1_300_000_000
         summary = line.stop()                                       # drain times out after 300 ms
         verdicts = by_key(line.listener.wait_verdicts(6, timeout=5))
         assert {s: verdicts[("cam0", s)].reason for s in (0, 1, 2)} == {0: "shutdown", 1: "shutdown", 2: "shutdown"}

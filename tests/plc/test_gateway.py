@@ -388,18 +388,23 @@ def test_gateway_killed_for_3_s_recovers_its_last_seq_from_the_plc(tmp_path, dae
     for seq in range(5):
         daemon.verdict("cam0", seq, "OK")
     wait_until(lambda: plc.header(0).write_count == 5, 5, "first five")
+
+    def plc_events() -> list[str]:
+        return [r["event"] for r in read_log(tmp_path / "plc.jsonl") if r["kind"] == "plc"]
+
+    wait_until(lambda: not handle.program.gateway_lost, 5, "the PLC program sees the gateway's heartbeat")
+    before = len(plc_events())
     gateway.kill()                                            # kill -9: no last words
     gateway.wait(5)
     for seq in range(5, 10):                                  # published while no gateway listens
         daemon.verdict("cam0", seq, "REJECT", "score_above_threshold")
-    wait_until(lambda: any(r.get("event") == "gateway_lost" for r in read_log(tmp_path / "plc.jsonl")), 5,
-               "the PLC program's gateway watch")
+    wait_until(lambda: "gateway_lost" in plc_events()[before:], 5, "the PLC program's gateway watch")
     time.sleep(0.5)
     processes.append(start_gateway(tmp_path, daemon.endpoint, target, "--cameras", "cam0", "--pulse-ms", "5", name="again"))
-    wait_until(lambda: "ready: the daemon's heartbeats reach" in (tmp_path / "again.log").read_text(), 15, "subscribed")
-    events = wait_until(lambda: (e := [r["event"] for r in read_log(tmp_path / "plc.jsonl") if r["kind"] == "plc"])
-                        and "line_run" in e[e.index("gateway_lost"):] and e, 5, "the gateway back at the PLC")
-    assert "line_stop" in events[events.index("gateway_lost") - 1:]       # the PLC stopped the line by itself
+    wait_until(lambda: all(line in (tmp_path / "again.log").read_text() for line in
+                           ("ready: the daemon's heartbeats reach", "connected to PLC")), 30, "subscribed and connected")
+    events = wait_until(lambda: (e := plc_events()[before:]) and "line_run" in e and e, 5, "the gateway back at the PLC")
+    assert events[:2] == ["gateway_lost", "line_stop"] and "gateway_back" in events   # the PLC stopped the line itself
     daemon.verdict("cam0", 10, "OK")
     wait_until(lambda: plc.header(0).write_count == 11, 5, "the gap and seq 10 written")
     records = read_log(tmp_path / "plc.jsonl")
