@@ -193,7 +193,8 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
                 max_frames: int | None = None, deadline_ms: float | None = None, loop: bool = False,
                 jpeg: bool = False, jpeg_quality: int = 95, hwm: int = 4, part_id_start: int = 0,
                 linger_ms: int = 1000, source_options: dict[str, Any] | None = None,
-                stop_event: threading.Event | None = None, context: zmq.Context | None = None) -> dict:
+                stop_event: threading.Event | None = None, context: zmq.Context | None = None,
+                capture_log: str | Path | None = None) -> dict:
     """Push frames from ``source`` (spec string or an open FrameSource) to ``endpoint``.
 
     Runs until the source ends, ``max_frames`` frames are sent or ``stop_event`` is set; then closes
@@ -201,7 +202,9 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
     dict: camera_id, session, frames_sent, skipped (source skips + frames the wire refused), elapsed_s,
     late (behind-schedule events), dropped_on_stop, blocked_s (time spent waiting on the daemon),
     stopped_by ("end_of_source" | "max_frames" | "stop" | "error") and, after a source failure,
-    error. Raises GrabberError for bad settings and SourceError when the source cannot be opened.
+    error. ``capture_log``: append one JSON line per frame sent (camera_id, session, seq, part_id,
+    capture_ns) to this file, flushed per frame: what ``tools/soak.py`` checks the PLC against.
+    Raises GrabberError for bad settings and SourceError when the source cannot be opened.
     Call it from one thread; ``stop_event`` may be set from any thread or a signal handler.
     """
     _check_settings(camera_id, fps, max_frames, deadline_ms, hwm, part_id_start, jpeg_quality, linger_ms)
@@ -219,6 +222,7 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
     sock = None
     pacer = Pacer(fps, stop) if fps else None
     frames = iter(frame_source)
+    log_file = open(capture_log, "a", encoding="utf-8") if capture_log else None
     try:
         sock = _open_push(ctx, endpoint, hwm, linger_ms)
         sender = _Sender(sock, endpoint, stop, linger_ms / 1000, "jpeg" if jpeg else "raw", jpeg_quality)
@@ -249,8 +253,14 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
                 log.warning("frame %s not sendable, skipped: %s", frame.source, exc)
                 continue
             summary["frames_sent"] += 1
+            if log_file is not None:
+                log_file.write(json.dumps({"camera_id": camera_id, "session": session, "seq": header.seq,
+                                           "part_id": header.part_id, "capture_ns": header.capture_ns}) + "\n")
+                log_file.flush()
         summary["blocked_s"] = round(sender.blocked_s, 3)
     finally:
+        if log_file is not None:
+            log_file.close()
         if hasattr(frames, "close"):
             frames.close()
         if own_source:
@@ -328,6 +338,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--linger-ms", type=_non_negative_int, default=1000,
                         help="on stop, how long to try to deliver queued frames (default 1000)")
     parser.add_argument("--seed", type=int, help="MVTec sources: shuffle the test set with this seed")
+    parser.add_argument("--capture-log", type=Path, metavar="FILE",
+                        help="append one JSON line per frame sent (camera_id, session, seq, part_id, capture_ns)")
     parser.add_argument("--genicam-set", type=_node_setting, action="append", default=[], metavar="NAME=VALUE",
                         help="GenICam feature to set before grabbing, e.g. PixelFormat=Mono8 (repeatable)")
 
@@ -360,7 +372,7 @@ def grabber_settings(config: Config, camera: str) -> dict[str, Any]:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`run_grabber`'s arguments from the command line, or with --config from the file."""
     if args.config is not None:
-        return grabber_settings(load_config(args.config), args.camera)
+        return {**grabber_settings(load_config(args.config), args.camera), "capture_log": args.capture_log}
     if args.source is None or args.connect is None:
         raise GrabberError("--source and --connect are required (or --config FILE)")
     if args.jpeg_quality is not None and not args.jpeg:
@@ -368,7 +380,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"source": args.source, "camera_id": args.camera, "endpoint": args.connect, "fps": args.fps,
             "max_frames": args.max_frames, "deadline_ms": args.deadline_ms, "loop": args.loop, "jpeg": args.jpeg,
             "jpeg_quality": args.jpeg_quality or 95, "hwm": args.hwm, "part_id_start": args.part_id_start,
-            "linger_ms": args.linger_ms, "source_options": _source_options(args)}
+            "linger_ms": args.linger_ms, "source_options": _source_options(args), "capture_log": args.capture_log}
 
 
 def run(args: argparse.Namespace) -> int:
