@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Wire fuzzer: hostile frame messages into a real ``inspector serve``, valid frames among them.
 
-    python tools/fuzz_wire.py --messages N [--json FILE] [--seed S] [--valid-every 50]
+    python tools/fuzz_wire.py --messages N [--json FILE] [--seed S] [--valid-every 100]
                               [--engine FILE.onnx --calibration PROFILE.json] [--data DIR]
                               [--workdir .cache/fuzz_wire]
 
@@ -9,8 +9,8 @@ The daemon runs as a process on loopback with the model ``tools/bench_line.py`` 
 cameras ``valid`` (calibrated), ``fuzz0`` .. ``fuzz3`` (a profile that does not exist: a frame that
 gets through the wire is FAULT ``no_calibration`` without the engine) and ``fuzzj`` (calibrated:
 JPEGs whose frame header is right but whose data is not reach the engine worker's decoder). Every
-``--valid-every``-th message is a valid frame of camera ``valid`` (one session, seq 0, 1, ...); the
-others come from :data:`MUTATIONS` (:func:`hostile_message`), which never use camera ``valid``:
+``--valid-every``-th message is a valid frame of camera ``valid`` (one session, seq 0, 1, ...; at
+most 8 of them without a verdict, so that they never wait on the engine); the others come from :data:`MUTATIONS` (:func:`hostile_message`), which never use camera ``valid``:
 random bytes, every header field replaced by a value of another type or out of bounds, unknown
 and missing keys, old and future schemas, wrong part counts, raw payloads of the wrong size,
 JPEG bombs over and under the pixel budget, cut and corrupt JPEGs, seq jumps, replays and stale
@@ -45,7 +45,7 @@ import zmq
 import bench_line
 
 from inspector.core.ports import free_port
-from inspector.line import wire
+from inspector.line import transport, wire
 from inspector.line.harness import Processes, VerdictCollector, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +53,7 @@ FUZZ_CAMERAS = ("fuzz0", "fuzz1", "fuzz2", "fuzz3")
 JPEG_CAMERA = "fuzzj"
 MAX_PIXELS = 1_000_000            # the fuzz daemon's pixel budget
 RSS_LIMIT_MB = 50.0
+VALID_OUTSTANDING = 8              # valid frames without a verdict yet, at most (so that none waits long)
 
 Parts = list
 
@@ -187,13 +188,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--messages", type=int, required=True, help="hostile + valid messages to send")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--valid-every", type=int, default=50, help="every Nth message is a valid frame (default 50)")
-    p.add_argument("--engine", type=Path, help="exported ONNX engine; default: make one (cached)")
-    p.add_argument("--calibration", type=Path, help="its profile (required with --engine)")
-    p.add_argument("--data", type=Path, help="images for the valid frames (MVTec layout or a folder)")
-    p.add_argument("--image-size", type=int, default=160, help="model size when the script trains one (default 160)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs when the script trains one (default 3)")
-    p.add_argument("--workdir", type=Path, default=REPO / ".cache" / "fuzz_wire", help="cache, config and logs")
+    p.add_argument("--valid-every", type=int, default=100, help="every Nth message is a valid frame (default 100)")
+    bench_line.add_artifact_arguments(p, REPO / ".cache" / "fuzz_wire", 64)
     args = p.parse_args(argv)
     if args.messages < 1 or args.valid_every < 2 or (args.engine is not None and args.calibration is None):
         p.error("--messages >= 1, --valid-every >= 2, and --engine needs --calibration")
@@ -233,20 +229,23 @@ def rss_mb(pid: int) -> float | None:
         return None
 
 
-def push(context: zmq.Context, endpoint: str) -> zmq.Socket:
-    sock = context.socket(zmq.PUSH)
-    sock.setsockopt(zmq.SNDHWM, 100)
-    sock.setsockopt(zmq.SNDTIMEO, 10_000)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    return sock
+class ValidVerdicts:
+    """How many verdicts of camera ``valid`` the collector has, counted incrementally."""
+
+    def __init__(self, collector: VerdictCollector) -> None:
+        self.collector, self.seen, self.count = collector, 0, 0
+
+    def __call__(self) -> int:
+        with self.collector.lock:
+            new = self.collector.arrivals[self.seen:]
+            self.seen += len(new)
+        self.count += sum(a.verdict.camera_id == "valid" for a in new)
+        return self.count
 
 
 def run(args) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
-    artifacts = bench_line.prepare_artifacts(argparse.Namespace(
-        workdir=args.workdir, engine=args.engine, calibration=args.calibration, data=args.data,
-        image_size=args.image_size, epochs=args.epochs))
+    artifacts = bench_line.prepare_artifacts(args)
     image = bench_line.line_images(Path(artifacts["data"]), 1)[0][0]
     frames, verdicts = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     config = args.workdir / "fuzz.toml"
@@ -255,8 +254,10 @@ def run(args) -> dict:
     rng = random.Random(args.seed)
     context = zmq.Context()
     collector = VerdictCollector(verdicts)
+    answered = ValidVerdicts(collector)
     daemon = procs.start("daemon", "serve", "--config", str(config))
-    socks = {name: push(context, frames) for name in ("fuzz", "big", "valid")}
+    socks = {name: transport.frame_push(context, frames, hwm=100, send_timeout_ms=10_000, linger_ms=0)
+             for name in ("fuzz", "big", "valid")}
     session, valid_seq, by_mutation = wire.new_session(), 0, Counter()
     rss: list[float] = []
     crashes = 0
@@ -268,6 +269,8 @@ def run(args) -> dict:
                 crashes += 1
                 break
             if index % args.valid_every == 0:
+                wait_until(lambda: valid_seq - answered() < VALID_OUTSTANDING or not daemon.alive(), 120,
+                           "valid frames' verdicts")   # never more than the engine takes
                 header = wire.FrameHeader("valid", valid_seq, str(valid_seq), time.time_ns(), 0, (), session=session)
                 wire.send_frame(socks["valid"], header, image)
                 valid_seq += 1
@@ -280,8 +283,7 @@ def run(args) -> dict:
                 socks["fuzz"].send_multipart(parts)
             if index % max(1, args.messages // 200) == 0:
                 rss.append(rss_mb(daemon.pid) or float("nan"))
-        wait_until(lambda: sum(v.camera_id == "valid" for v in collector.verdicts) >= valid_seq or not daemon.alive(),
-                   120, "the valid frames' verdicts")
+        wait_until(lambda: answered() >= valid_seq or not daemon.alive(), 120, "the valid frames' verdicts")
         crashes += not daemon.alive()
         rss.append(rss_mb(daemon.pid) or float("nan"))
         elapsed = time.monotonic() - started

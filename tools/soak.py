@@ -14,10 +14,14 @@ max batch, measured first) split over the cameras, each with ``--capture-log``.
 Every ``--fault-every-s`` seconds the next fault of the cycle: ``kill -9`` and immediate restart
 of the daemon, the gateway, each grabber; a PLC outage (the simulator killed, back after 3 s on
 the same port: its memory is lost, as a restarted PLC's); ``SIGSTOP`` of the daemon for 5 s and of
-the gateway for 3 s. Each process's RSS is sampled every second.
+the gateway for 3 s. Before each fault the soak acknowledges latched faults as an operator
+would (the fault-reset coil). Each process's RSS and the gateway's backlog are sampled every second.
 
-At the end the grabbers stop, the line drains, and :mod:`soak_check` classifies every frame the
-grabbers logged against the PLC's write log: ``verdicts_at_plc`` (an entry of its own),
+At the end the grabbers stop, the line drains (the gateway's backlog written: on a loaded machine
+the simulated PLC's Modbus answers limit how fast the gateway writes, ``gateway_backlog_max`` and
+``gateway_drain_s`` say how far behind it fell), and :mod:`soak_check` classifies every frame the
+grabbers logged against the PLC's write log (after the last fault the line runs again for a while,
+so that what it lost is revealed): ``verdicts_at_plc`` (an entry of its own),
 ``covered_by_fault`` (a ``sequence_gap`` FAULT or a line stop at the PLC within ``--window-s`` of
 capture: the part's way to the reject station, the daemon's deadline), ``uncovered`` and
 ``silent_passes`` (see soak_check). JSON: those keys, ``frames_captured``, ``max_rss_mb`` (the
@@ -35,6 +39,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import bench_line
@@ -46,6 +51,7 @@ from inspector.plc.client import PlcClient
 
 REPO = Path(__file__).resolve().parents[1]
 FAULTS = ("kill:daemon", "kill:gateway", "kill:grab0", "plc_outage", "stop:daemon:5", "kill:grab1", "stop:gateway:3")
+DRAIN_TIMEOUT_S = 900.0           # at the end: longest wait for the gateway to write its backlog
 PART_ID_RUN = 10_000_000          # part ids of one grabber run: camera k, run r -> k * 10**9 + r * 10**7 + seq
 
 
@@ -58,13 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault-every-s", type=float, default=30.0, help="seconds between faults (default 30)")
     p.add_argument("--window-s", type=float, default=2.0,
                    help="the daemon's deadline, a part's way to the reject station (at least 4 engine batches)")
-    p.add_argument("--engine", type=Path, help="exported ONNX engine; default: make one (cached)")
-    p.add_argument("--calibration", type=Path, help="its profile (required with --engine)")
-    p.add_argument("--data", type=Path, help="grabber images (MVTec layout or a folder)")
-    p.add_argument("--image-size", type=int, default=64, help="model size when the script trains one (default 64)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs when the script trains one (default 3)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
-    p.add_argument("--workdir", type=Path, default=REPO / ".cache" / "soak", help="cache, configs and logs")
+    bench_line.add_artifact_arguments(p, REPO / ".cache" / "soak", 64)
     args = p.parse_args(argv)
     if args.engine is not None and args.calibration is None:
         p.error("--engine needs --calibration")
@@ -85,7 +86,7 @@ class Line:
         self.procs = Processes(run_dir / "logs", cwd=REPO)
         self.cameras = [f"cam{k}" for k in range(args.cameras)]
         self.frames, self.verdicts = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-        self.plc_port = free_port()
+        self.plc_port, self.gateway_metrics = free_port(), free_port()
         self.plc_log = run_dir / "plc.jsonl"
         self.config = run_dir / "inspector.toml"
         self.source = bench_line.grab_source(Path(artifacts["data"]))
@@ -119,7 +120,8 @@ max_queue = 64
             self.procs.start("daemon", "serve", "--config", str(self.config))
         elif name == "gateway":
             self.procs.start("gateway", "gateway", "--connect", self.verdicts, "--plc", f"modbus://127.0.0.1:{self.plc_port}",
-                             "--cameras", ",".join(self.cameras), "--pulse-ms", "5", "--stats", str(self.run_dir / "gateway.json"))
+                             "--cameras", ",".join(self.cameras), "--pulse-ms", "5", "--stats", str(self.run_dir / "gateway.json"),
+                             "--metrics-port", str(self.gateway_metrics), "--metrics-host", "127.0.0.1")
         else:
             k = int(name.removeprefix("grab"))
             self.procs.start(name, "grab", "--source", self.source, "--camera", self.cameras[k], "--connect", self.frames,
@@ -127,6 +129,30 @@ max_queue = 64
                              str(self.run_dir / f"capture_{k}.jsonl"), "--part-id-start",
                              str(k * 10**9 + self.runs[k] * PART_ID_RUN))
             self.runs[k] += 1
+
+    def gateway_backlog(self) -> float | None:
+        """Verdicts waiting in the gateway for the PLC (its metric), None when it does not answer."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.gateway_metrics}/metrics", timeout=2).read().decode()
+        except OSError:
+            return None
+        match = re.search(r"^inspector_gateway_plc_backlog (\S+)$", text, re.M)
+        return float(match.group(1)) if match else None
+
+    @staticmethod
+    def ready(plc: PlcClient) -> bool:
+        """The line runs: the daemon is ready and nothing stops the line."""
+        try:
+            return plc.coil(2) and not plc.coil(1)
+        except Exception:
+            return False
+
+    def acknowledge(self, plc: PlcClient) -> None:
+        """The operator's fault reset (coil 3): latched faults clear once their cause is quiet."""
+        try:
+            plc.write_coil(3, True)
+        except Exception:  # the PLC may be down right now (outage): the next one will do
+            pass
 
     def fault(self, fault: str) -> dict:
         """Do one fault of FAULTS; returns what was done when."""
@@ -190,9 +216,7 @@ class RssSampler:
 
 def run(args) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
-    bench_args = argparse.Namespace(workdir=args.workdir, engine=args.engine, calibration=args.calibration, data=args.data,
-                                    image_size=args.image_size, epochs=args.epochs)
-    artifacts = bench_line.prepare_artifacts(bench_args)
+    artifacts = bench_line.prepare_artifacts(args)
     engine = bench_line.bench_engine(Path(artifacts["engine"]), Path(artifacts["data"]), args.threads, 8, False, 10)
     capacity = engine["images_per_s_max_batch"]
     fps = args.load * capacity / args.cameras
@@ -208,21 +232,28 @@ def run(args) -> dict:
         for name in ("plc", "daemon", "gateway"):
             line.start(name)
         plc = PlcClient(line.plc_port)
-        wait_until(lambda: plc.coil(1) is False and plc.coil(2) is True, 180, "the line to be ready")
+        wait_until(lambda: line.ready(plc), 180, "the line to be ready")
         start_ns = time.time_ns()
         for k in range(args.cameras):
             line.start(f"grab{k}")
         end = time.monotonic() + args.minutes * 60
-        next_fault, index = time.monotonic() + args.fault_every_s, 0
+        next_fault, index, backlog_max = time.monotonic() + args.fault_every_s, 0, 0.0
         while time.monotonic() < end:
-            time.sleep(0.2)
+            time.sleep(1.0)
+            backlog_max = max(backlog_max, line.gateway_backlog() or 0.0)
             if time.monotonic() >= next_fault:
+                line.acknowledge(plc)
                 faults.append(line.fault(FAULTS[index % len(FAULTS)]))
                 say(f"fault {faults[-1]}")
                 index, next_fault = index + 1, time.monotonic() + args.fault_every_s
+        wait_until(lambda: line.ready(plc), 300, "the line to run again after the last fault")
+        time.sleep(args.window_s + 2.0)      # frames flow again: what the last fault lost is revealed
         for k in range(args.cameras):
             line.procs.stop(f"grab{k}", 10)
-        time.sleep(args.window_s + 3.0)                         # the last frames' verdicts reach the PLC
+        time.sleep(args.window_s + 3.0)                         # the last frames' verdicts are published
+        drained = time.monotonic()
+        wait_until(lambda: line.gateway_backlog() == 0, DRAIN_TIMEOUT_S, "the gateway to write what it holds")
+        drain_s = time.monotonic() - drained
         daemon = line.procs.stop("daemon", 20).last_json()
         line.procs.stop("gateway", 10)
     finally:
@@ -233,9 +264,12 @@ def run(args) -> dict:
     end_ns = time.time_ns()
     frames = captured_frames(sorted(run_dir.glob("capture_*.jsonl")), line.cameras)
     records = list(read_jsonl(line.plc_log))
-    result = check(frames, records, window_s=args.window_s, outages=line.outages, start_ns=start_ns, end_ns=end_ns)
+    kills = {k: [f["t_ns"] for f in faults if f["fault"] == f"kill:grab{k}"] for k in range(args.cameras)}
+    result = check(frames, records, window_s=args.window_s, outages=line.outages, start_ns=start_ns, end_ns=end_ns,
+                   grabber_kills=kills)
     gateway_stats = run_dir / "gateway.json"
     return {**result, "max_rss_mb": max((r["max"] for r in rss.values()), default=None), "rss_mb": rss,
+            "gateway_backlog_max": backlog_max, "gateway_drain_s": round(drain_s, 1),
             "faults": faults, "capacity_images_per_s": round(capacity, 1), "offered_fps": round(fps * args.cameras, 1),
             "minutes": args.minutes, "load": args.load, "cameras": args.cameras, "window_s": args.window_s,
             "daemon_last_run": daemon, "gateway_last_run": json.loads(gateway_stats.read_text()) if gateway_stats.is_file() else None,

@@ -114,8 +114,10 @@ def gap_covered(entries: list[dict], frames_by_code: dict[tuple[int, int], Captu
 
 
 def check(frames: list[Captured], records: list[dict], *, window_s: float, outages: list[tuple[int, int]],
-          start_ns: int, end_ns: int) -> dict:
-    """The soak's verdict on the whole run (keys in the module doc and docs/daemon.md)."""
+          start_ns: int, end_ns: int, grabber_kills: dict[int, list[int]] | None = None) -> dict:
+    """The soak's verdict on the whole run (keys in the module doc and docs/benchmarks.md).
+    ``grabber_kills``: camera -> times its grabber was killed; an uncovered frame captured within a
+    second before one is counted in ``uncovered_at_grabber_kill`` too (it died in the grabber)."""
     entries = [r for r in records if r.get("kind") == "entry"]
     frames_by_code = {(f.camera, f.part_code): f for f in frames}
     own: Counter[tuple[int, int]] = Counter()
@@ -147,6 +149,8 @@ def check(frames: list[Captured], records: list[dict], *, window_s: float, outag
         else:
             counts["uncovered"] += 1
             counts["silent_passes"] += last_entry_seq.get((f.camera, f.session), -1) < f.seq
+            kills = (grabber_kills or {}).get(f.camera, [])
+            counts["uncovered_at_grabber_kill"] += any(0 <= t - f.capture_ns <= 1_000_000_000 for t in kills)
     decisions = Counter({v: k for k, v in mm.DECISION_CODES.items()}.get(e["decision"], "?") for e in entries)
     return {
         "frames_captured": len(frames),
@@ -155,6 +159,7 @@ def check(frames: list[Captured], records: list[dict], *, window_s: float, outag
         "covered_by_gap_fault": counts["covered_by_gap_fault"],
         "covered_by_line_stop": counts["covered_by_line_stop"],
         "uncovered": counts["uncovered"],
+        "uncovered_at_grabber_kill": counts["uncovered_at_grabber_kill"],
         "silent_passes": counts["silent_passes"] + unmatched_ok,
         "unmatched_ok_entries": unmatched_ok,
         "duplicate_outcomes": counts["duplicate_outcomes"],
