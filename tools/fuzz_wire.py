@@ -54,6 +54,7 @@ JPEG_CAMERA = "fuzzj"
 MAX_PIXELS = 1_000_000            # the fuzz daemon's pixel budget
 RSS_LIMIT_MB = 50.0
 VALID_OUTSTANDING = 8              # valid frames without a verdict yet, at most (so that none waits long)
+QUIET_S = 3.0                      # at the end: no verdict for this long = everything sent was answered
 
 Parts = list
 
@@ -116,7 +117,7 @@ def m_schema(rng):
 
 def m_parts(rng):
     good = _raw(rng, _header_map(rng))
-    return rng.choice([[], good[:1], good + [b"x"], good + good])
+    return rng.choice([[b""], good[:1], good + [b"x"], good + good])
 
 
 def m_raw_size(rng):
@@ -229,6 +230,21 @@ def rss_mb(pid: int) -> float | None:
         return None
 
 
+class Quiet:
+    """True once no verdict has arrived for ``seconds`` (every message the daemon got is answered)."""
+
+    def __init__(self, collector: VerdictCollector, seconds: float) -> None:
+        self.collector, self.seconds = collector, seconds
+        self.count, self.since = -1, time.monotonic()
+
+    def __call__(self) -> bool:
+        with self.collector.lock:
+            count = len(self.collector.arrivals)
+        if count != self.count:
+            self.count, self.since = count, time.monotonic()
+        return time.monotonic() - self.since >= self.seconds
+
+
 class ValidVerdicts:
     """How many verdicts of camera ``valid`` the collector has, counted incrementally."""
 
@@ -261,9 +277,9 @@ def run(args) -> dict:
     session, valid_seq, by_mutation = wire.new_session(), 0, Counter()
     rss: list[float] = []
     crashes = 0
-    started = time.monotonic()
     try:
         wait_until(lambda: collector.ready or not daemon.alive(), 180, "the daemon to be ready")
+        started = time.monotonic()
         for index in range(args.messages):
             if not daemon.alive():
                 crashes += 1
@@ -284,6 +300,7 @@ def run(args) -> dict:
             if index % max(1, args.messages // 200) == 0:
                 rss.append(rss_mb(daemon.pid) or float("nan"))
         wait_until(lambda: answered() >= valid_seq or not daemon.alive(), 120, "the valid frames' verdicts")
+        wait_until(Quiet(collector, QUIET_S), 3600, "the daemon to answer everything sent")   # nothing left in flight
         crashes += not daemon.alive()
         rss.append(rss_mb(daemon.pid) or float("nan"))
         elapsed = time.monotonic() - started
