@@ -69,10 +69,14 @@ class PlcWriter:
     the writer rewrites its whole state (global block, status coils, reject coils off, every camera
     header): the PLC may have restarted. At the first connect it adopts the camera headers
     already in the PLC when the PLC's global block describes this map, so a restarted gateway
-    continues the write counts instead of jumping back to 0. A verdict whose write failed is
-    rewritten in full (all writes are absolute, so repeating them is harmless). Verdicts that
-    arrive while the backlog holds ``backlog_limit`` entries push out the oldest one (counted,
-    and latches FAULT_BACKLOG_OVERFLOW).
+    continues the write counts, and checks the next verdicts against the last seq and session the
+    PLC holds (:mod:`inspector.plc.sequencing`: lost verdicts become ``sequence_gap`` FAULT entries,
+    a replayed seq a ``sequence_replayed`` FAULT that latches FAULT_SEQUENCE_REPLAYED). A verdict
+    whose write failed is planned and rewritten from the committed header (all writes are absolute,
+    so repeating them is harmless). Verdicts that arrive while the backlog holds ``backlog_limit``
+    entries push out the oldest one (counted, and latches FAULT_BACKLOG_OVERFLOW). Every heartbeat
+    tick reads the status coils back and rewrites them when someone else changed them; the PLC's
+    fault reset clears only latched causes that have been quiet for LATCH_QUIET_S.
     """
 
     def __init__(
