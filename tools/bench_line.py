@@ -157,6 +157,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def add_artifact_arguments(parser: argparse.ArgumentParser, workdir: Path, image_size: int) -> None:
+    """The model options of the tools that run a line on :func:`prepare_artifacts` (soak, fuzz_wire)."""
+    parser.add_argument("--engine", type=Path, help="exported ONNX engine (manifest next to it); default: make one (cached)")
+    parser.add_argument("--calibration", type=Path, help="its calibration profile (required with --engine)")
+    parser.add_argument("--data", type=Path, help="grabber images: MVTec-layout folder (test/) or an image folder")
+    parser.add_argument("--image-size", type=int, default=image_size, help=f"model size when the script trains one (default {image_size})")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs when the script trains one (default 3)")
+    parser.add_argument("--workdir", type=Path, default=workdir, help="cache, configs and logs")
+
+
 def say(message: str) -> None:
     print(f"[bench_line] {message}", file=sys.stderr, flush=True)
 

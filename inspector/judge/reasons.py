@@ -36,6 +36,8 @@ REASONS: dict[str, Reason] = {
     "no_calibration": Reason(FAULT, 7),          # no usable calibration profile for this camera
     "overload_dropped": Reason(FAULT, 8),        # dropped by the overload policy
     "shutdown": Reason(FAULT, 9),                # the daemon stopped before judging the frame
+    "sequence_replayed": Reason(FAULT, 10),      # seq did not advance its grabber session (repeated, backwards, replaced session)
+    "unknown_camera": Reason(FAULT, 11),         # a camera id the box config does not declare: refused, never judged
 }
 
 REASON_CODES: tuple[str, ...] = tuple(REASONS)                     # the codes in use, in table order

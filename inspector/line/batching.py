@@ -22,9 +22,10 @@ Rules:
   if it went to the engine right now; :meth:`take_expired` / :meth:`take_batch` hand it back
   unjudged (the daemon publishes ``deadline_missed`` for it: no engine time is wasted on it).
   ``slack_s`` (> 0) keeps the flush time strictly before the expiry time.
-* **Overload**: at most ``max_queue`` frames wait. Adding one more drops one by ``policy``:
-  ``"reject_oldest"`` (the oldest waiting frame goes, the new one stays) or ``"reject_newest"``
-  (the new frame is refused). :meth:`add` returns what was dropped so that it still gets a verdict.
+* **Overload**: at most ``max_queue`` frames and ``max_bytes`` payload bytes wait. Adding one more
+  than fits drops by ``policy``: ``"reject_oldest"`` (the oldest waiting frames go until the new one
+  fits) or ``"reject_newest"`` (the new frame is refused); a frame bigger than ``max_bytes`` on its
+  own is always refused. :meth:`add` returns what was dropped so that it still gets a verdict.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class _Entry(Generic[T]):
     item: T
     arrived: float
     deadline: float | None  # None: no deadline
+    nbytes: int = 0
 
 
 class MicroBatcher(Generic[T]):
@@ -86,6 +88,7 @@ class MicroBatcher(Generic[T]):
         *,
         estimate: EngineTimeEstimate | None = None,
         slack_s: float = 0.0005,
+        max_bytes: int | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -103,6 +106,8 @@ class MicroBatcher(Generic[T]):
         self.policy = policy
         self.estimate = estimate or EngineTimeEstimate()
         self.slack_s = slack_s
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
         self._queue: deque[_Entry[T]] = deque()
 
     def __len__(self) -> int:
@@ -116,16 +121,28 @@ class MicroBatcher(Generic[T]):
         """Feed one measured batch time into the EWMA."""
         self.estimate.observe(seconds)
 
-    def add(self, item: T, now: float, deadline: float | None = None) -> list[T]:
-        """Queue ``item`` (arrived at ``now``, due by ``deadline``). Returns the items dropped by
-        the overload policy: ``[]``, ``[oldest]`` (reject_oldest) or ``[item]`` (reject_newest)."""
+    def add(self, item: T, now: float, deadline: float | None = None, nbytes: int = 0) -> list[T]:
+        """Queue ``item`` (arrived at ``now``, due by ``deadline``, holding ``nbytes``). Returns the
+        items dropped by the overload policy: ``[]``, the oldest ones (reject_oldest) or ``[item]``
+        (reject_newest, or an item bigger than ``max_bytes``)."""
+        if self.max_bytes is not None and nbytes > self.max_bytes:
+            return [item]
         dropped: list[T] = []
-        if len(self._queue) >= self.max_queue:
+        while self._queue and not self._fits(nbytes):
             if self.policy == "reject_newest":
                 return [item]
-            dropped.append(self._queue.popleft().item)
-        self._queue.append(_Entry(item, now, deadline))
+            dropped.append(self._pop().item)
+        self._queue.append(_Entry(item, now, deadline, nbytes))
+        self.queued_bytes += nbytes
         return dropped
+
+    def _fits(self, nbytes: int) -> bool:
+        return len(self._queue) < self.max_queue and (self.max_bytes is None or self.queued_bytes + nbytes <= self.max_bytes)
+
+    def _pop(self) -> _Entry[T]:
+        entry = self._queue.popleft()
+        self.queued_bytes -= entry.nbytes
+        return entry
 
     def flush_at(self) -> float | None:
         """When the head batch must go to the engine (``-inf`` when it is full); None when empty."""
@@ -159,9 +176,10 @@ class MicroBatcher(Generic[T]):
         limit = self.expected_engine_s
         if not any(self._expired(entry, now, limit) for entry in self._queue):
             return []
-        expired = [entry.item for entry in self._queue if self._expired(entry, now, limit)]
+        expired = [entry for entry in self._queue if self._expired(entry, now, limit)]
         self._queue = deque(entry for entry in self._queue if not self._expired(entry, now, limit))
-        return expired
+        self.queued_bytes -= sum(entry.nbytes for entry in expired)
+        return [entry.item for entry in expired]
 
     def take_batch(self, now: float) -> tuple[list[T], list[T]]:
         """``(batch, expired)``: first the expired items are removed (see :meth:`take_expired`),
@@ -169,13 +187,14 @@ class MicroBatcher(Generic[T]):
         :meth:`ready` (or to flush early, e.g. when draining)."""
         expired = self.take_expired(now)
         count = min(self.max_batch, len(self._queue))
-        batch = [self._queue.popleft().item for _ in range(count)]
+        batch = [self._pop().item for _ in range(count)]
         return batch, expired
 
     def drain_all(self) -> list[T]:
         """Remove and return everything waiting, in arrival order."""
         items = [entry.item for entry in self._queue]
         self._queue.clear()
+        self.queued_bytes = 0
         return items
 
     def items(self) -> Iterable[T]:

@@ -33,6 +33,8 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr,
 ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(?P<port>\d+)|ipc://\S+|inproc://\S+)$")
 HOST_PORT_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\s]+):(?P<port>\d+)$")
 MAX_CAMERA_ID_BYTES = 128  # wire.MAX_STR
+DEFAULT_MAX_PIXELS = 4096 * 4096      # [defaults] max_pixels: 16.8 MP (50 MiB as bgr8)
+MAX_PIXELS_LIMIT = 16384 * 16384 // 3   # what the wire can carry as bgr8 (wire.MAX_PAYLOAD_BYTES)
 
 
 class ConfigError(ValueError):
@@ -180,6 +182,9 @@ class DefaultsSection(GrabberSettings):
     deadline_ms: float = Field(500.0, gt=0.0, le=3_600_000.0)
     calibration: ResolvedPath = ""   # profile for cameras without their own ("" = none)
     roi: RoiSpec = ""                # region of interest for cameras without their own ("" = the whole image)
+    # resource bounds (docs/daemon.md, "Bounded resources")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, le=MAX_PIXELS_LIMIT)   # H x W of a frame, checked before decoding
+    max_deadline_ms: float = Field(60_000.0, gt=0.0, le=3_600_000.0)       # a frame's deadline is at most receive + this
 
 
 
@@ -199,6 +204,7 @@ class CameraSection(_Strict):
     jpeg_quality: int | None = Field(None, ge=1, le=100)
     hwm: int | None = Field(None, ge=1, le=100_000)
     seed: int | None = None
+    max_pixels: int | None = Field(None, ge=1, le=MAX_PIXELS_LIMIT)   # None = [defaults] max_pixels
 
 
 
@@ -257,6 +263,7 @@ class CameraSettings:
 class OverloadSection(_Strict):
     max_queue: int = Field(64, ge=1, le=1_000_000)
     policy: Literal["reject_oldest", "reject_newest"] = "reject_oldest"
+    max_queue_bytes: int = Field(512 * 2**20, ge=2**20, le=2**40)   # payload bytes waiting for the engine
 
 
 class Config(_Strict):
@@ -312,6 +319,11 @@ class Config(_Strict):
     def roi_for(self, camera: str | None) -> str:
         """The ROI spec of ``camera`` (None: cameras without a section); "" = the whole image."""
         return self.defaults.roi if camera is None else self.camera(camera).roi
+
+    def max_pixels_for(self, camera: str) -> int:
+        """The pixel budget (H x W) of ``camera``'s frames: its own ``max_pixels`` or [defaults]'."""
+        section = self.cameras.get(camera)
+        return self.defaults.max_pixels if section is None or section.max_pixels is None else section.max_pixels
 
     def deadline_ms_for(self, camera: str) -> float:
         """The deadline (ms after capture) for ``camera``'s frames that carry none."""
@@ -443,6 +455,12 @@ def cross_reference_problems(config: Config, text: str = "") -> list[str]:
             if camera not in config.cameras:
                 problems.append(f"{where(f'gateways.{name}', 'cameras')} [gateways.{name}] cameras: camera {camera!r} "
                                 f"is not a daemon camera (declare it once as [cameras.{camera}])")
+    longest = config.defaults.max_deadline_ms
+    for name, ms in [("defaults", config.defaults.deadline_ms)] + [
+            (f"cameras.{c}", section.deadline_ms) for c, section in config.cameras.items() if section.deadline_ms]:
+        if ms > longest:
+            problems.append(f"{where(name, 'deadline_ms')} [{name}] deadline_ms: {ms:g} is longer than "
+                            f"[defaults] max_deadline_ms = {longest:g}")
     if config.gateways:
         for camera in config.cameras:
             if camera not in served:

@@ -14,7 +14,7 @@ from typing import Any
 SUMMARY_KEYS = ("messages_received", "verdicts", "frame_verdicts", "gap_verdicts", "missing_frames", "decode_errors",
                 "unattributed_decode_errors", "overload_dropped", "engine_errors", "batches", "frames_judged",
                 "heartbeats", "profile_reloads", "profile_reload_errors", "sequence_restarts", "tap_sent",
-                "tap_dropped", "shutdown_abandoned")
+                "tap_dropped", "shutdown_abandoned", "replayed_frames", "unknown_camera_frames")
 
 
 class DaemonCounts:

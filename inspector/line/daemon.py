@@ -53,23 +53,21 @@ from inspector.line.batching import EngineTimeEstimate, MicroBatcher
 from inspector.line.config import Config, parse_host_port
 from inspector.engine import Engine
 from inspector.line.counts import DaemonCounts
+from inspector.line.engine_worker import LOOP_TICK_S, EngineWorker
 from inspector.line.health import HealthServer
-from inspector.line.jobs import (FrameJob, Ident, Outgoing, checked_result, ident_from_partial, judge_frame,
-                                 make_verdict)
+from inspector.line.jobs import FrameJob, Ident, Outgoing, ident_from_partial, make_verdict
 from inspector.line.logs import Throttle
 from inspector.line.metrics import CameraLabels, DaemonMetrics
+from inspector.line.ordering import InOrder
 from inspector.line.publisher import UNKNOWN_CAMERA, VerdictPublisher
 from inspector.line.profiles import ThresholdTable, load_thresholds
 from inspector.line.watchdog import Watchdog
-from inspector.line.sequence import SequenceTracker
-from inspector.core.roi import RoiError
-from inspector.judge.profile import CalibrationProfile
+from inspector.line.sequence import SequenceEvent, SequenceTracker
 from inspector.judge.verdict import effective_deadline_ns
 
 log = logging.getLogger("inspector.daemon")
 
 RECV_BURST = 256                 # messages taken per poll before the loop looks at anything else
-LOOP_TICK_S = 0.05               # longest poll: stop / reload requests are seen this fast
 ENGINE_STALL_MIN_S = 10.0        # liveness fails when one engine call runs longer than this ...
 ENGINE_STALL_FACTOR = 50.0       # ... or this many times the expected batch time, whichever is more
 
@@ -83,7 +81,7 @@ class StartupError(RuntimeError):
 # ------------------------------------------------------------------------------------------------
 
 
-class Daemon:
+class Daemon(EngineWorker):
     """The serving loop. ``Daemon(config, engine, ...).serve()`` blocks until ``stop_event`` is set
     and the drain is done, and returns the summary counts. Set ``reload_event`` to reload the
     calibration profiles (SIGHUP does that in ``inspector serve``)."""
@@ -103,8 +101,16 @@ class Daemon:
         self._cond = threading.Condition()
         self.batcher: MicroBatcher[FrameJob] = MicroBatcher(
             config.engine.max_batch, config.engine.max_wait_ms / 1000.0, config.overload.max_queue,
-            config.overload.policy, estimate=EngineTimeEstimate(initial_s=engine_estimate_s))
+            config.overload.policy, estimate=EngineTimeEstimate(initial_s=engine_estimate_s),
+            max_bytes=config.overload.max_queue_bytes)
         self.sequences = SequenceTracker()
+        self.in_order: InOrder[tuple[wire.Verdict, int | None]] = InOrder()
+        self.epoch = time.time_ns()  # this run of the daemon: stamped on every verdict and heartbeat
+        self._fps_cache: dict[str, float | None] = {}
+        self._unknown_ids: set[str] = set()
+        cameras = list(config.cameras) or [None]
+        self.max_pixels = max(config.max_pixels_for(c) if c else config.defaults.max_pixels for c in cameras)
+        self.max_deadline_ns = int(config.defaults.max_deadline_ms * 1e6)
         self.thresholds: ThresholdTable
         self.thresholds, problems = load_thresholds(config, engine.manifest, engine.backend)
         for problem in problems:
@@ -162,14 +168,15 @@ class Daemon:
         try:
             self.pub = self._keep(transport.publisher(self.context), sockets)
             self._bind(self.pub, cfg.verdicts, "verdicts")
-            self.publisher = VerdictPublisher(self.pub, cfg.id, self.counts, self.metrics)
+            self.publisher = VerdictPublisher(self.pub, cfg.id, self.counts, self.metrics, epoch=self.epoch)
             self.tap = None
             if cfg.tap:
                 self.tap = self._keep(transport.publisher(self.context, hwm=cfg.tap_hwm), sockets)
                 self._bind(self.tap, cfg.tap, "tap")
             self.wake = self._keep(transport.wake_pair(self.context), sockets)
             self.wake.bind(self._wake_endpoint)
-            self.pull = self._keep(transport.frame_pull(self.context, hwm=cfg.rcvhwm), sockets)
+            self.pull = self._keep(transport.frame_pull(self.context, hwm=cfg.rcvhwm,
+                                                        receive_limit=wire.frame_receive_limit(self.max_pixels)), sockets)
             self._bind(self.pull, cfg.frames, "frames")
         except BaseException:
             for sock in sockets:
@@ -248,6 +255,8 @@ class Daemon:
                 self._drain_wake()
             self._flush_outbox()
         self._flush_outbox()
+        for verdict, received_ns in self.in_order.release_all():  # nothing stays unpublished
+            self.publisher.verdict(verdict, received_ns)
         self._heartbeat()
 
     def _receive_burst(self, limit: int | None) -> None:
@@ -270,25 +279,26 @@ class Daemon:
     def _flush_outbox(self) -> None:
         while self.outbox:
             item = self.outbox.popleft()
-            self._publish(item.verdict, item.received_ns)
+            self._publish(item.verdict, item.received_ns, expected=True)
 
     # ---------------------------------------------------------------------------------- receiving
 
     def _on_message(self, parts: list) -> None:
         """One message from the PULL socket -> exactly one verdict (now or later). Never raises
-        for bad input."""
+        for bad input. Cheap checks only (header, camera, pixel budget, payload size / JPEG frame
+        header): decoding is the engine worker's."""
         received_ns = time.time_ns()
         self._count("messages_received")
         self._mirror(parts)
         try:
-            header, image = wire.decode_frame(parts)
+            frame = wire.open_frame(parts, max_pixels=self.config.max_pixels_for)
         except wire.WireError as exc:
             self._on_decode_error(exc, received_ns)
             return
-        except Exception as exc:  # decode_frame promises WireError only; fail closed anyway
+        except Exception as exc:  # open_frame promises WireError only; fail closed anyway
             self._on_decode_error(wire.WireError("bad_header", f"unexpected {type(exc).__name__}: {exc}"), received_ns)
             return
-        self._on_frame(header, image, received_ns)
+        self._on_frame(frame, received_ns)
 
     def _mirror(self, parts: list) -> None:
         if self.tap is None:
@@ -300,12 +310,20 @@ class Daemon:
             self._count("tap_dropped")
             self.metrics.tap_dropped.inc()
 
-    def _on_frame(self, header: wire.FrameHeader, image: np.ndarray, received_ns: int) -> None:
+    def _on_frame(self, frame: wire.EncodedFrame, received_ns: int) -> None:
+        header = frame.header
         self.metrics.frames.labels(self._camera_label(header.camera_id)).inc()
-        self._track_sequence(header.camera_id, header.seq, header.capture_ns)
-        deadline_ns = effective_deadline_ns(header.capture_ns, header.deadline_ns,
-                                           self.config.deadline_ms_for(header.camera_id))
-        job = FrameJob(header, image, deadline_ns, received_ns)
+        deadline_ns = min(effective_deadline_ns(header.capture_ns, header.deadline_ns,
+                                                self.config.deadline_ms_for(header.camera_id)),
+                          received_ns + self.max_deadline_ns)   # no frame waits longer than the longest deadline
+        job = FrameJob(header, frame, deadline_ns, received_ns)
+        if self._unknown_camera(header.camera_id):
+            self._answer_now(job, "unknown_camera")
+            return
+        if self._track_sequence(Ident.of(header)).replayed:
+            self._count("replayed_frames")
+            self._answer_now(job, "sequence_replayed")
+            return
         if self.thresholds.for_camera(header.camera_id) is None:
             self._answer_now(job, "no_calibration")
             return
@@ -313,8 +331,10 @@ class Daemon:
             self._answer_now(job, "deadline_missed")
             return
         mono = time.monotonic()
+        job.expected = True
+        self.in_order.expect((header.camera_id, header.session), header.seq)
         with self._cond:
-            dropped = self.batcher.add(job, mono, mono + (deadline_ns - received_ns) / 1e9)
+            dropped = self.batcher.add(job, mono, mono + (deadline_ns - received_ns) / 1e9, nbytes=frame.nbytes)
             depth = len(self.batcher)
             self._cond.notify()
         self.metrics.queue_depth.set(depth)
@@ -335,29 +355,62 @@ class Daemon:
             ident = Ident(UNKNOWN_CAMERA, self.unknown_seq, "", received_ns)
             self.unknown_seq += 1
             self._count("unattributed_decode_errors")
+        elif self._unknown_camera(ident.camera_id):
+            self._publish(make_verdict(ident, "unknown_camera"), received_ns, expected=False)
+            return
         else:
-            self._track_sequence(ident.camera_id, ident.seq, ident.capture_ns)
+            self._track_sequence(ident)
         self.metrics.frames.labels(self._camera_label(ident.camera_id)).inc()
         if self._throttle("decode_error"):
             log.warning("malformed frame message: %s", exc, extra={"camera": ident.camera_id, "seq": ident.seq,
                                                                     "wire_reason": exc.reason})
-        self._publish(make_verdict(ident, "decode_error"), received_ns)
+        self._publish(make_verdict(ident, "decode_error"), received_ns, expected=False)
 
-    def _track_sequence(self, camera: str, seq: int, capture_ns: int) -> None:
-        event = self.sequences.observe(camera, seq)
-        if event.went_back:  # a restart, or the same seq again
+    def _track_sequence(self, ident: Ident) -> SequenceEvent:
+        """Sequence rules (:mod:`inspector.line.sequence`): a gap publishes its FAULTs now; a
+        replayed seq is the caller's to answer."""
+        camera = ident.camera_id
+        event = self.sequences.observe(camera, ident.session, ident.seq, now=time.monotonic(),
+                                       fps=self._camera_fps(camera))
+        if event.new_session:
             self._count("sequence_restarts")
-            log.warning("camera sequence went back (grabber restart?): tracking reset",
-                        extra={"camera": camera, "previous": event.previous, "seq": seq})
+            log.info("camera %s: new grabber session (restart)", camera, extra={"camera": camera, "seq": ident.seq})
+        if event.replayed and self._throttle("replayed"):
+            log.warning("camera %s: seq %d does not advance its session (last %s): FAULT sequence_replayed",
+                        camera, ident.seq, event.previous, extra={"camera": camera, "seq": ident.seq})
         if not event.missing:
-            return
+            return event
         self._count("missing_frames", event.missing)
         self.metrics.gap_frames.labels(self._camera_label(camera)).inc(event.missing)
         log.warning("sequence gap: %d frame(s) never arrived", event.missing,
-                    extra={"camera": camera, "previous": event.previous, "seq": seq,
+                    extra={"camera": camera, "previous": event.previous, "seq": ident.seq,
                            "itemised": len(event.fault_seqs) == event.missing})
         for missing_seq in event.fault_seqs:
-            self._publish(make_verdict(Ident(camera, missing_seq, "", capture_ns), "sequence_gap"), None)
+            gap = Ident(camera, missing_seq, "", ident.capture_ns, session=ident.session)
+            self._publish(make_verdict(gap, "sequence_gap"), None, expected=False)
+        return event
+
+    def _unknown_camera(self, camera: str) -> bool:
+        """True (counted, logged once per id) for a camera the box config does not declare, when it
+        declares any: refused without judging it and without tracking it (docs/daemon.md)."""
+        if not self.config.cameras or camera in self.config.cameras:
+            return False
+        self._count("unknown_camera_frames")
+        self.metrics.unknown_camera.inc()
+        if camera not in self._unknown_ids and len(self._unknown_ids) < 64:
+            self._unknown_ids.add(camera)
+            log.error("frame from camera %r, which the config does not declare: refused (FAULT unknown_camera)",
+                      camera, extra={"camera": camera})
+        return True
+
+    def _camera_fps(self, camera: str) -> float | None:
+        """The camera's frame rate from the box config (bounds how many gap FAULTs are possible)."""
+        fps = self._fps_cache.get(camera, -1.0)
+        if fps == -1.0:
+            fps = self.config.camera(camera).grabber.fps if camera in self.config.cameras else self.config.defaults.fps
+            if len(self._fps_cache) < 4096:
+                self._fps_cache[camera] = fps
+        return fps
 
     # ---------------------------------------------------------------------------------- verdicts
 
@@ -372,7 +425,7 @@ class Daemon:
     def _answer_now(self, job: FrameJob, reason: str) -> None:
         """Receive-loop thread: settle ``job`` with a FAULT ``reason`` and publish it."""
         if self._settle(job):
-            self._publish(make_verdict(Ident.of(job.header), reason), job.received_ns)
+            self._publish(make_verdict(Ident.of(job.header), reason), job.received_ns, expected=job.expected)
 
     def _post(self, job: FrameJob, verdict: wire.Verdict) -> None:
         """Worker thread: hand a verdict to the receive loop (which publishes it)."""
@@ -383,136 +436,27 @@ class Daemon:
             except zmq.ZMQError:
                 pass  # the loop also flushes the outbox every tick
 
-    def _publish(self, verdict: wire.Verdict, received_ns: int | None) -> None:
-        """Receive-loop thread only: send and count one verdict."""
-        self.publisher.verdict(verdict, received_ns)
+    def _publish(self, verdict: wire.Verdict, received_ns: int | None, *, expected: bool) -> None:
+        """Receive-loop thread only: send and count one verdict, in seq order per camera and
+        session (:mod:`inspector.line.ordering`; ``expected``: it answers a frame that went to the
+        engine queue)."""
+        key = (verdict.camera_id, verdict.session)
+        for ready, ready_received_ns in self.in_order.release(key, verdict.seq, (verdict, received_ns), expected=expected):
+            self.publisher.verdict(ready, ready_received_ns)
 
     def _sweep_expired(self, now: float) -> None:
-        """Frames that can no longer be judged in time get deadline_missed now (not later)."""
+        """Frames that can no longer be judged in time get deadline_missed now (not later): those
+        waiting, and those in an engine call that outlived their deadline (its late result is
+        dropped by the settle flag)."""
+        now_ns = time.time_ns()
         with self._cond:
             expired = self.batcher.take_expired(now)
             depth = len(self.batcher)
+            overdue = [job for job in self.in_flight if job.deadline_ns < now_ns and not job.settled]
         if expired:
             self.metrics.queue_depth.set(depth)
-        for job in expired:
+        for job in expired + overdue:
             self._answer_now(job, "deadline_missed")
-
-    # ---------------------------------------------------------------------------------- engine worker
-
-    def _worker_main(self) -> None:
-        wake = transport.wake_pair(self.context)
-        wake.connect(self._wake_endpoint)
-        self._worker_wake = wake
-        try:
-            while True:
-                taken = self._next_batch()
-                if taken is None:
-                    return
-                batch, expired = taken
-                for job in expired:
-                    if self._settle(job):
-                        self._post(job, make_verdict(Ident.of(job.header), "deadline_missed"))
-                if batch:
-                    self._run_batch(batch)
-                with self._cond:
-                    self.in_flight = []
-        except BaseException:  # never expected: _run_batch catches per batch; stay fail-closed
-            log.exception("engine worker crashed; frames still queued will be answered by the sweep or at stop")
-        finally:
-            self._worker_wake = None
-            wake.close(0)
-
-    def _next_batch(self) -> tuple[list[FrameJob], list[FrameJob]] | None:
-        """Block until there is a batch to run or expired frames to answer; None = stop."""
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                if self.worker_stop and not len(self.batcher):
-                    return None
-                if self.worker_stop or self.batcher.ready(now):
-                    batch, expired = self.batcher.take_batch(now)
-                    self.in_flight = batch
-                    self.metrics.queue_depth.set(len(self.batcher))
-                    return batch, expired
-                expired = self.batcher.take_expired(now)
-                if expired:
-                    return [], expired
-                at = self.batcher.next_event_at()
-                self._cond.wait(LOOP_TICK_S if at is None else min(max(at - now, 0.0002), LOOP_TICK_S))
-
-    def _run_batch(self, batch: list[FrameJob]) -> None:
-        table = self.thresholds  # one consistent snapshot for the whole batch
-        judged: list[tuple[FrameJob, CalibrationProfile]] = []
-        rois: list[np.ndarray | None] = []
-        for job in batch:
-            profile = table.for_camera(job.header.camera_id)
-            roi = self._roi_mask(table, job) if profile is not None else None
-            if profile is None or roi is False:
-                if self._settle(job):
-                    self._post(job, make_verdict(Ident.of(job.header), "no_calibration"))
-            else:
-                judged.append((job, profile))
-                rois.append(roi)
-        if not judged:
-            return
-        want_maps = any(profile.has_region_rule for _, profile in judged)
-        self.busy_since = time.monotonic()
-        started = time.perf_counter()
-        try:
-            with_rois = {"rois": rois} if any(r is not None for r in rois) else {}  # engine.base.Engine.infer
-            result = self.engine.infer([job.image for job, _ in judged], [job.header.pixel_format for job, _ in judged],
-                                       want_maps=want_maps, **with_rois)
-            scores, maps = checked_result(result, len(judged), want_maps)
-        except Exception as exc:
-            self._engine_failed(judged, exc)
-            return
-        finally:
-            self.busy_since = None
-        elapsed = time.perf_counter() - started
-        with self._cond:
-            self.batcher.observe_engine_time(elapsed)
-            expected = self.batcher.expected_engine_s
-        self.metrics.engine_seconds.observe(elapsed)
-        self.metrics.batch_size.observe(len(judged))
-        self.metrics.expected_engine.set(expected)
-        self._count("batches")
-        self._count("frames_judged", len(judged))
-        for i, (job, profile) in enumerate(judged):
-            self._judge(job, profile, scores[i], None if maps is None else maps[i])
-
-    def _roi_mask(self, table: ThresholdTable, job: FrameJob) -> np.ndarray | None | bool:
-        """The camera's ROI mask for this frame; None: the whole image; False: the ROI does not fit
-        the frame (a mask of another resolution), which cannot be judged as calibrated then."""
-        try:
-            return table.roi_mask(job.header.camera_id, job.image.shape[:2])
-        except RoiError as exc:
-            if self._throttle("roi_error"):
-                log.error("ROI does not fit the frame: %s", exc, extra={"camera": job.header.camera_id})
-            return False
-
-    def _engine_failed(self, judged: list[tuple[FrameJob, CalibrationProfile]], exc: Exception) -> None:
-        self._count("engine_errors")
-        self.metrics.engine_errors.inc()
-        log.error("engine failed on a batch of %d: %s", len(judged), exc,
-                  extra={"frames": [(job.header.camera_id, job.header.seq) for job, _ in judged[:16]]},
-                  exc_info=self._throttle("engine_error"))
-        for job, profile in judged:
-            if self._settle(job):
-                self._post(job, make_verdict(Ident.of(job.header), "engine_error",
-                                                   threshold=profile.image_threshold))
-
-    def _judge(self, job: FrameJob, profile: CalibrationProfile, raw_score: Any, anomaly_map: np.ndarray | None) -> None:
-        """Worker thread: thresholds -> decision -> deadline rule -> verdict for one frame."""
-        if not self._settle(job):
-            return  # already answered (shutdown timeout)
-        ident = Ident.of(job.header)
-        try:
-            verdict = judge_frame(ident, profile, raw_score, anomaly_map, job.deadline_ns)
-        except Exception as exc:  # a non-finite map, a bad area...: no judgement
-            if self._throttle("judge_error"):
-                log.error("could not judge frame: %s", exc, extra={"camera": ident.camera_id, "seq": ident.seq})
-            verdict = make_verdict(ident, "engine_error", score=raw_score, threshold=profile.image_threshold)
-        self._post(job, verdict)
 
     # ---------------------------------------------------------------------------------- control
 
@@ -552,7 +496,7 @@ class Daemon:
         for job in leftovers:
             if self._settle(job):
                 abandoned += 1
-                self._publish(make_verdict(Ident.of(job.header), "shutdown"), job.received_ns)
+                self._publish(make_verdict(Ident.of(job.header), "shutdown"), job.received_ns, expected=job.expected)
         self._count("shutdown_abandoned", abandoned)
         log.error("drain timed out after %d ms: %d frame(s) answered FAULT shutdown", self.config.daemon.drain_ms, abandoned)
 
@@ -593,5 +537,5 @@ class Daemon:
         self.counts.add(key, n)
 
     def summary(self) -> dict[str, Any]:
-        return {"daemon_id": self.config.daemon.id, "started_ns": self.started_ns, "stopped_ns": time.time_ns(),
+        return {"daemon_id": self.config.daemon.id, "epoch": self.epoch, "started_ns": self.started_ns, "stopped_ns": time.time_ns(),
                 "exit": self.exit_reason, **self.counts.summary(), "expected_engine_s": self.batcher.expected_engine_s}

@@ -1,7 +1,8 @@
 """`inspector grab`: one camera grabber process, frame source -> ZeroMQ PUSH -> daemon.
 
 One process per camera. Each frame goes out as a two-part wire frame (``inspector.line.wire``) with
-``seq`` counting from 0 (+1 per frame sent; no gaps are made here), ``part_id`` = str(part-id-start
+``session`` = a random id drawn at start (so that the daemon tells this run's ``seq`` from an
+earlier run's), ``seq`` counting from 0 (+1 per frame sent; no gaps are made here), ``part_id`` = str(part-id-start
 + seq), ``capture_ns`` = ``time.time_ns()`` at grab, ``deadline_ns`` = capture + deadline (0 when
 no deadline is set).
 
@@ -41,7 +42,7 @@ import zmq
 from inspector.line import transport
 from inspector.line.config import Config, connectable, load_config
 from inspector.line.sources import FrameSource, SourceError, SourceFrame, open_source, parse_node_value
-from inspector.line.wire import MAX_STR, FrameHeader, WireError, encode_header, send_frame
+from inspector.line.wire import MAX_STR, FrameHeader, WireError, encode_header, new_session, send_frame
 
 log = logging.getLogger(__name__)
 
@@ -179,28 +180,31 @@ class _Sender:
                 self._warn("daemon at %s is not accepting frames (back-pressure; waiting)", self.endpoint)
 
 
-def _make_header(camera_id: str, seq: int, part_id_start: int, deadline_ms: float | None,
+def _make_header(camera_id: str, session: int, seq: int, part_id_start: int, deadline_ms: float | None,
                  frame: SourceFrame) -> FrameHeader:
     deadline_ns = frame.capture_ns + round(deadline_ms * 1e6) if deadline_ms else 0
     return FrameHeader(
         camera_id=camera_id, seq=seq, part_id=str(part_id_start + seq), capture_ns=frame.capture_ns,
         deadline_ns=deadline_ns, shape=tuple(frame.image.shape), pixel_format=frame.pixel_format,
-        label=fit_wire_str(frame.label), source=fit_wire_str(frame.source))
+        label=fit_wire_str(frame.label), source=fit_wire_str(frame.source), session=session)
 
 
 def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps: float | None = None,
                 max_frames: int | None = None, deadline_ms: float | None = None, loop: bool = False,
                 jpeg: bool = False, jpeg_quality: int = 95, hwm: int = 4, part_id_start: int = 0,
                 linger_ms: int = 1000, source_options: dict[str, Any] | None = None,
-                stop_event: threading.Event | None = None, context: zmq.Context | None = None) -> dict:
+                stop_event: threading.Event | None = None, context: zmq.Context | None = None,
+                capture_log: str | Path | None = None) -> dict:
     """Push frames from ``source`` (spec string or an open FrameSource) to ``endpoint``.
 
     Runs until the source ends, ``max_frames`` frames are sent or ``stop_event`` is set; then closes
     the socket (linger ``linger_ms``) and the source (only if opened here) and returns the summary
-    dict: camera_id, frames_sent, skipped (source skips + frames the wire refused), elapsed_s,
+    dict: camera_id, session, frames_sent, skipped (source skips + frames the wire refused), elapsed_s,
     late (behind-schedule events), dropped_on_stop, blocked_s (time spent waiting on the daemon),
     stopped_by ("end_of_source" | "max_frames" | "stop" | "error") and, after a source failure,
-    error. Raises GrabberError for bad settings and SourceError when the source cannot be opened.
+    error. ``capture_log``: append one JSON line per frame sent (camera_id, session, seq, part_id,
+    capture_ns) to this file, flushed per frame: what ``tools/soak.py`` checks the PLC against.
+    Raises GrabberError for bad settings and SourceError when the source cannot be opened.
     Call it from one thread; ``stop_event`` may be set from any thread or a signal handler.
     """
     _check_settings(camera_id, fps, max_frames, deadline_ms, hwm, part_id_start, jpeg_quality, linger_ms)
@@ -210,13 +214,15 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
                     if own_source else source)
     own_context = context is None
     ctx = zmq.Context() if own_context else context
-    summary: dict[str, Any] = {"camera_id": camera_id, "frames_sent": 0, "skipped": 0, "elapsed_s": 0.0,
-                               "late": 0, "dropped_on_stop": 0, "blocked_s": 0.0, "stopped_by": "stop"}
+    session = new_session()
+    summary: dict[str, Any] = {"camera_id": camera_id, "session": session, "frames_sent": 0, "skipped": 0,
+                               "elapsed_s": 0.0, "late": 0, "dropped_on_stop": 0, "blocked_s": 0.0, "stopped_by": "stop"}
     wire_rejected = 0
     started = time.monotonic()
     sock = None
     pacer = Pacer(fps, stop) if fps else None
     frames = iter(frame_source)
+    log_file = open(capture_log, "a", encoding="utf-8") if capture_log else None
     try:
         sock = _open_push(ctx, endpoint, hwm, linger_ms)
         sender = _Sender(sock, endpoint, stop, linger_ms / 1000, "jpeg" if jpeg else "raw", jpeg_quality)
@@ -237,7 +243,7 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
             if frame is None:
                 summary["stopped_by"] = "end_of_source"
                 break
-            header = _make_header(camera_id, summary["frames_sent"], part_id_start, deadline_ms, frame)
+            header = _make_header(camera_id, session, summary["frames_sent"], part_id_start, deadline_ms, frame)
             try:
                 if not sender.send(header, frame):
                     summary["dropped_on_stop"] += 1
@@ -247,8 +253,14 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
                 log.warning("frame %s not sendable, skipped: %s", frame.source, exc)
                 continue
             summary["frames_sent"] += 1
+            if log_file is not None:
+                log_file.write(json.dumps({"camera_id": camera_id, "session": session, "seq": header.seq,
+                                           "part_id": header.part_id, "capture_ns": header.capture_ns}) + "\n")
+                log_file.flush()
         summary["blocked_s"] = round(sender.blocked_s, 3)
     finally:
+        if log_file is not None:
+            log_file.close()
         if hasattr(frames, "close"):
             frames.close()
         if own_source:
@@ -326,6 +338,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--linger-ms", type=_non_negative_int, default=1000,
                         help="on stop, how long to try to deliver queued frames (default 1000)")
     parser.add_argument("--seed", type=int, help="MVTec sources: shuffle the test set with this seed")
+    parser.add_argument("--capture-log", type=Path, metavar="FILE",
+                        help="append one JSON line per frame sent (camera_id, session, seq, part_id, capture_ns)")
     parser.add_argument("--genicam-set", type=_node_setting, action="append", default=[], metavar="NAME=VALUE",
                         help="GenICam feature to set before grabbing, e.g. PixelFormat=Mono8 (repeatable)")
 
@@ -358,7 +372,7 @@ def grabber_settings(config: Config, camera: str) -> dict[str, Any]:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`run_grabber`'s arguments from the command line, or with --config from the file."""
     if args.config is not None:
-        return grabber_settings(load_config(args.config), args.camera)
+        return {**grabber_settings(load_config(args.config), args.camera), "capture_log": args.capture_log}
     if args.source is None or args.connect is None:
         raise GrabberError("--source and --connect are required (or --config FILE)")
     if args.jpeg_quality is not None and not args.jpeg:
@@ -366,7 +380,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"source": args.source, "camera_id": args.camera, "endpoint": args.connect, "fps": args.fps,
             "max_frames": args.max_frames, "deadline_ms": args.deadline_ms, "loop": args.loop, "jpeg": args.jpeg,
             "jpeg_quality": args.jpeg_quality or 95, "hwm": args.hwm, "part_id_start": args.part_id_start,
-            "linger_ms": args.linger_ms, "source_options": _source_options(args)}
+            "linger_ms": args.linger_ms, "source_options": _source_options(args), "capture_log": args.capture_log}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,15 +23,18 @@ from inspector.line import wire
 
 @dataclass(eq=False)
 class FrameJob:
-    """One received, decoded frame on its way to a verdict. ``image``: uint8 H x W x C, a read-only
-    view into the received message (kept alive by it). ``settled``: a verdict exists (guarded by
-    the daemon's settle lock)."""
+    """One received frame on its way to a verdict. ``frame``: checked but not decoded (a JPEG is
+    decoded by the engine worker, never on the receive thread); ``image``: uint8 H x W x C once
+    decoded (raw: a read-only view into the received message, kept alive by it). ``settled``: a
+    verdict exists (guarded by the daemon's settle lock)."""
 
     header: wire.FrameHeader
-    image: np.ndarray
+    frame: wire.EncodedFrame
     deadline_ns: int
     received_ns: int
+    image: np.ndarray | None = None
     settled: bool = False
+    expected: bool = False  # went to the engine queue: its verdict is awaited in seq order (line.ordering)
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,11 @@ class Ident:
     part_id: str = ""
     capture_ns: int = 0
     label: str | None = None
+    session: int = 0
 
     @classmethod
     def of(cls, header: wire.FrameHeader) -> "Ident":
-        return cls(header.camera_id, header.seq, header.part_id, header.capture_ns, header.label)
+        return cls(header.camera_id, header.seq, header.part_id, header.capture_ns, header.label, header.session)
 
 
 @dataclass
@@ -66,8 +70,10 @@ def ident_from_partial(header: Any) -> Ident | None:
         part_id = header.get("part_id")
         capture_ns = header.get("capture_ns")
         label = header.get("label")
+        session = header.get("session")
         return Ident(header["camera_id"], header["seq"], part_id if isinstance(part_id, str) else "",
-                     capture_ns if isinstance(capture_ns, int) else 0, label if isinstance(label, str) else None)
+                     capture_ns if isinstance(capture_ns, int) else 0, label if isinstance(label, str) else None,
+                     session if isinstance(session, int) else 0)
     return None
 
 
@@ -81,7 +87,7 @@ def make_verdict(ident: Ident, reason: str, *, decision: str | None = None, scor
         camera_id=ident.camera_id, seq=ident.seq, part_id=ident.part_id, capture_ns=ident.capture_ns,
         decision=decision, reason="" if decision == "OK" else reason, score=finite_or_none(score),
         threshold=finite_or_none(threshold), decided_ns=decided_ns or time.time_ns(), label=ident.label,
-        defect_area_px=area,
+        defect_area_px=area, session=ident.session,
     )
 
 

@@ -42,6 +42,7 @@ class DaemonMetrics:
         self.profile_reload_errors = Counter(p + "profile_reload_errors", "profiles that failed to reload (old one kept)", registry=r)
         self.heartbeats = Counter(p + "heartbeats", "heartbeats published", registry=r)
         self.tap_dropped = Counter(p + "tap_dropped", "frames the tap could not mirror", registry=r)
+        self.unknown_camera = Counter(p + "unknown_camera_frames", "frames from camera ids the config does not declare (refused)", registry=r)
         self.queue_depth = Gauge(p + "queue_depth", "frames waiting for the engine", registry=r)
         self.ready = Gauge(p + "ready", "1 when verdicts can be trusted (engine + thresholds, not draining)", registry=r)
         self.expected_engine = Gauge(p + "expected_engine_seconds", "EWMA of engine seconds per batch", registry=r)

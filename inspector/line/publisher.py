@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import zmq
 
@@ -25,19 +26,23 @@ UNKNOWN_CAMERA = "unknown"   # camera_id of a FAULT for a message whose camera/s
 class VerdictPublisher:
     """Sends on the daemon's bound PUB ``sock``; counts into ``counts`` and ``metrics``."""
 
-    def __init__(self, sock: zmq.Socket, daemon_id: str, counts: DaemonCounts, metrics: DaemonMetrics) -> None:
+    def __init__(self, sock: zmq.Socket, daemon_id: str, counts: DaemonCounts, metrics: DaemonMetrics, *,
+                 epoch: int = 0) -> None:
         self.sock, self.daemon_id, self.counts, self.metrics = sock, daemon_id, counts, metrics
+        self.epoch = epoch  # stamped on every verdict and heartbeat (docs/protocol.md)
         self.heartbeat_counter = 0
 
     def verdict(self, verdict: wire.Verdict, received_ns: int | None) -> None:
         """Encode and send one verdict; ``received_ns``: when its frame arrived (None: a frame that
         never arrived, i.e. a sequence gap)."""
+        verdict = replace(verdict, epoch=self.epoch)
         try:
             parts = wire.encode_verdict(verdict)
         except wire.WireError as exc:  # a bug; still answer, fail closed
             log.error("verdict did not encode (%s); publishing FAULT engine_error instead", exc)
             verdict = wire.Verdict(verdict.camera_id, verdict.seq, verdict.part_id, verdict.capture_ns, FAULT,
-                                   "engine_error", None, None, time.time_ns())
+                                   "engine_error", None, None, time.time_ns(), session=verdict.session,
+                                   epoch=self.epoch)
             parts = wire.encode_verdict(verdict)
         self.sock.send_multipart(parts)
         self.counts.count_verdict(verdict.decision, verdict.reason, for_received_frame=received_ns is not None)
@@ -50,7 +55,7 @@ class VerdictPublisher:
 
     def heartbeat(self, ready: bool) -> None:
         """One heartbeat (counter +1 each) saying whether verdicts can be trusted now."""
-        beat = wire.Heartbeat(self.daemon_id, self.heartbeat_counter, time.time_ns(), ready)
+        beat = wire.Heartbeat(self.daemon_id, self.heartbeat_counter, time.time_ns(), ready, epoch=self.epoch)
         self.sock.send_multipart(wire.encode_heartbeat(beat))
         self.heartbeat_counter += 1
         self.counts.add("heartbeats")

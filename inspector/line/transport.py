@@ -11,10 +11,11 @@ Who opens what (docs/protocol.md has the message formats, :mod:`inspector.line.w
 
 The options, and why:
 
-* **Receive limit** (``ZMQ_MAXMSGSIZE``) on every receiving socket: :data:`RECEIVE_LIMIT` bytes
-  per message part, the largest part the wire codec can accept (a frame payload of
-  ``wire.MAX_PAYLOAD_BYTES``; headers, verdicts and heartbeats are far smaller). A peer that sends a
-  bigger part could never be decoded; ZeroMQ disconnects it instead of buffering it.
+* **Receive limit** (``ZMQ_MAXMSGSIZE``) on every receiving socket, per socket: the largest part
+  that socket can use. Verdict subscribers: ``wire.MAX_MESSAGE_BYTES``; the daemon's frame PULL:
+  its largest allowed frame (the cameras' pixel budget, ``wire.frame_receive_limit``); others at
+  most :data:`RECEIVE_LIMIT` (``wire.MAX_PAYLOAD_BYTES``). A peer that sends a bigger part could
+  never be used; ZeroMQ disconnects it instead of buffering it.
 * **High-water marks** (messages, not bytes): frames are big and short-lived, so their queues are
   short and set by the caller (the daemon's ``rcvhwm``, a grabber's ``hwm``); verdicts and
   heartbeats are ~200 bytes and must never be dropped for a briefly slow reader, so their queues
@@ -44,11 +45,11 @@ RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 2000
 
 
-def _make(context: zmq.Context, kind: int, *, linger_ms: int = 0) -> zmq.Socket:
+def _make(context: zmq.Context, kind: int, *, linger_ms: int = 0, receive_limit: int = RECEIVE_LIMIT) -> zmq.Socket:
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
     if kind in (zmq.PULL, zmq.SUB, zmq.PAIR):
-        sock.setsockopt(zmq.MAXMSGSIZE, RECEIVE_LIMIT)
+        sock.setsockopt(zmq.MAXMSGSIZE, min(receive_limit, RECEIVE_LIMIT))
     return sock
 
 
@@ -75,9 +76,10 @@ def frame_push(context: zmq.Context, endpoint: str, *, hwm: int, send_timeout_ms
     return _connect(sock, endpoint, backoff=True)
 
 
-def frame_pull(context: zmq.Context, *, hwm: int) -> zmq.Socket:
-    """An unbound PULL for frames: RCVHWM ``hwm``, the receive limit, LINGER 0. The caller binds."""
-    sock = _make(context, zmq.PULL)
+def frame_pull(context: zmq.Context, *, hwm: int, receive_limit: int = RECEIVE_LIMIT) -> zmq.Socket:
+    """An unbound PULL for frames: RCVHWM ``hwm``, the receive limit (``receive_limit`` bytes per
+    part: the daemon's largest allowed frame), LINGER 0. The caller binds."""
+    sock = _make(context, zmq.PULL, receive_limit=receive_limit)
     sock.setsockopt(zmq.RCVHWM, hwm)
     return sock
 
@@ -91,11 +93,11 @@ def publisher(context: zmq.Context, *, hwm: int = VERDICT_HWM) -> zmq.Socket:
 
 
 def subscriber(context: zmq.Context, endpoint: str, topics: tuple[bytes, ...] | list[bytes], *,
-               hwm: int = VERDICT_HWM) -> zmq.Socket:
+               hwm: int = VERDICT_HWM, receive_limit: int = RECEIVE_LIMIT) -> zmq.Socket:
     """A SUB connected to ``endpoint`` and subscribed to ``topics``: RCVHWM ``hwm`` (verdicts:
-    :data:`VERDICT_HWM`; tap frames: :data:`TAP_SUB_HWM`), the receive limit, LINGER 0. Raises
-    zmq.ZMQError for a bad endpoint (the socket is closed)."""
-    sock = _make(context, zmq.SUB)
+    :data:`VERDICT_HWM`; tap frames: :data:`TAP_SUB_HWM`), the receive limit (``receive_limit``
+    bytes per part), LINGER 0. Raises zmq.ZMQError for a bad endpoint (the socket is closed)."""
+    sock = _make(context, zmq.SUB, receive_limit=receive_limit)
     sock.setsockopt(zmq.RCVHWM, hwm)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic)
@@ -103,8 +105,9 @@ def subscriber(context: zmq.Context, endpoint: str, topics: tuple[bytes, ...] | 
 
 
 def verdict_subscriber(context: zmq.Context, endpoint: str) -> zmq.Socket:
-    """A SUB on a daemon's verdicts and heartbeats (what gateways, validate and the demo read)."""
-    return subscriber(context, endpoint, (wire.TOPIC_VERDICT, wire.TOPIC_HEARTBEAT))
+    """A SUB on a daemon's verdicts and heartbeats (what gateways, validate and the demo read):
+    parts of at most ``wire.MAX_MESSAGE_BYTES`` (a bigger one could never decode)."""
+    return subscriber(context, endpoint, (wire.TOPIC_VERDICT, wire.TOPIC_HEARTBEAT), receive_limit=wire.MAX_MESSAGE_BYTES)
 
 
 def wake_pair(context: zmq.Context) -> zmq.Socket:

@@ -22,8 +22,9 @@ This module must not import torch.
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -34,7 +35,7 @@ from inspector.line.wire_fields import (  # noqa: F401 (the limits and WireError
     DTYPES, ENCODINGS, MAX_DIM, MAX_HEADER_BYTES, MAX_INT, MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, MAX_STR,
     PIXEL_FORMATS, SCHEMA_VERSION, TOPIC_FRAME, TOPIC_HEARTBEAT, TOPIC_VERDICT, WIRE_ERROR_REASONS, WireError,
     _as_buffer, _Check, _check_fields, _encoding, _FieldError, _HEADER_FIELDS, _HEARTBEAT_FIELDS, _packb,
-    _pixel_format, _unpack_map, _VERDICT_FIELDS)
+    _pixel_format, _unpack_map, _VERDICT_FIELDS, upgrade_legacy)
 
 
 
@@ -59,7 +60,14 @@ class FrameHeader:
     encoding: str = "raw"
     label: str | None = None  # ground-truth kind for labelled sources ("good", "crack", ...)
     source: str | None = None  # e.g. file name
+    session: int = 0  # the grabber run that sent it (random per start); seq counts within it
     schema: int = SCHEMA_VERSION
+
+
+def new_session() -> int:
+    """A grabber session id: random in 1 .. 2**63 - 1, drawn anew by every sender run (a grabber
+    start, a replay), so that a restart is told apart from a repeated ``seq``."""
+    return secrets.randbits(63) or 1
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ class Verdict:
     decided_ns: int
     label: str | None = None
     defect_area_px: int | None = None
+    session: int = 0  # the frame's grabber session (0: unknown)
+    epoch: int = 0  # the publishing daemon's epoch (its start time, time.time_ns())
     schema: int = SCHEMA_VERSION
 
 
@@ -88,6 +98,7 @@ class Heartbeat:
     counter: int
     sent_ns: int
     ready: bool
+    epoch: int = 0  # the daemon's start time (time.time_ns()): a new epoch = a restarted daemon
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,6 +111,7 @@ def _header_to_map(header: FrameHeader) -> dict[str, Any]:
         "schema": header.schema,
         "camera_id": header.camera_id,
         "seq": header.seq,
+        "session": header.session,
         "part_id": header.part_id,
         "capture_ns": header.capture_ns,
         "deadline_ns": header.deadline_ns,
@@ -226,7 +238,8 @@ def _split_parts(parts: Any, count: int, what: str) -> list:
 
 
 def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray]:
-    """Decode ``[header, payload]`` (bytes or zmq.Frame) into (header, image).
+    """Decode ``[header, payload]`` (bytes or zmq.Frame) into (header, image): :func:`open_frame`
+    then :meth:`EncodedFrame.decode`.
 
     Raw: the image is a read-only ``np.frombuffer`` view of the payload (no copy; it keeps the
     frame alive; copy it to edit), after checking its length equals prod(shape). JPEG: decoded with OpenCV after
@@ -235,22 +248,73 @@ def decode_frame(parts: list) -> tuple[FrameHeader, np.ndarray]:
     (mono8 -> H x W x 1) in the header's pixel format. Raises WireError; when only the payload is
     bad, ``error.header`` is the decoded FrameHeader.
     """
+    frame = open_frame(parts)
+    return frame.header, frame.decode()
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """A received frame checked as far as it can be without decoding it: the header is valid, the
+    image is within the pixel budget, a raw payload has exactly H*W*C bytes, a JPEG's own frame
+    header (SOFn) says the header's H, W, C at 8 bits. ``payload`` keeps the received buffer alive."""
+
+    header: FrameHeader
+    payload: memoryview
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held while the frame waits (the payload as received)."""
+        return self.payload.nbytes
+
+    def decode(self) -> np.ndarray:
+        """The image, uint8 H x W x C in the header's pixel format: a read-only view for raw frames
+        (no copy), OpenCV's decoding for JPEG (the costly step: run it off the receive thread).
+        Raises WireError (``decode_failed``, ``size_mismatch``) with ``error.header`` set."""
+        if self.header.encoding == "raw":
+            return _view_raw(self.header, self.payload)
+        return _decode_jpeg(self.header, self.payload)
+
+
+def frame_receive_limit(max_pixels: int) -> int:
+    """The largest message part a frame of at most ``max_pixels`` (H x W) can need: its bgr8 raw
+    payload, or a JPEG of it (at most twice that plus 64 KiB of headers), capped at
+    ``MAX_PAYLOAD_BYTES``. The daemon's frame socket refuses bigger parts (``ZMQ_MAXMSGSIZE``)."""
+    return min(MAX_PAYLOAD_BYTES, max(MAX_HEADER_BYTES, 2 * 3 * max_pixels + 65536))
+
+
+def open_frame(parts: list, *, max_pixels: int | Callable[[str], int] | None = None) -> EncodedFrame:
+    """Check ``[header, payload]`` without decoding the image (see :class:`EncodedFrame`).
+    ``max_pixels``: the pixel budget (H x W), or a function camera id -> the camera's budget;
+    checked before anything is allocated for the image (``too_large``). Raises WireError; when only
+    the payload is bad, ``error.header`` is the decoded FrameHeader."""
     header_part, payload_part = _split_parts(parts, 2, "frame message")
     header = decode_header(_as_buffer(header_part, "header part"))
     payload = _as_buffer(payload_part, "payload part")
     if payload.nbytes > MAX_PAYLOAD_BYTES:
         raise WireError("too_large", f"payload is {payload.nbytes} bytes, more than {MAX_PAYLOAD_BYTES}", header=header)
+    height, width, _ = header.shape
+    if callable(max_pixels):
+        max_pixels = max_pixels(header.camera_id)
+    if max_pixels is not None and height * width > max_pixels:
+        raise WireError("too_large", f"{height} x {width} pixels is over the camera's budget of {max_pixels}",
+                        header=header)
     if header.encoding == "raw":
-        return header, _view_raw(header, payload)
-    return header, _decode_jpeg(header, payload)
+        _check_raw_size(header, payload)
+    else:
+        _check_jpeg(header, payload)
+    return EncodedFrame(header, payload)
 
 
-def _view_raw(header: FrameHeader, payload: memoryview) -> np.ndarray:
+def _check_raw_size(header: FrameHeader, payload: memoryview) -> None:
     expected = math.prod(header.shape)
     if payload.nbytes != expected:
         raise WireError(
             "size_mismatch", f"raw payload is {payload.nbytes} bytes, shape {header.shape} needs {expected}", header=header
         )
+
+
+def _view_raw(header: FrameHeader, payload: memoryview) -> np.ndarray:
+    _check_raw_size(header, payload)
     image = np.frombuffer(payload, dtype=np.uint8).reshape(header.shape)
     image.flags.writeable = False  # the buffer may be re-sent (tap) or shared: never edit in place
     return image
@@ -304,7 +368,8 @@ def jpeg_frame_info(data: memoryview) -> tuple[int, int, int, int]:
     raise WireError("decode_failed", "JPEG ends before its frame header")
 
 
-def _decode_jpeg(header: FrameHeader, payload: memoryview) -> np.ndarray:
+def _check_jpeg(header: FrameHeader, payload: memoryview) -> None:
+    """The JPEG's own frame header (SOFn) must say 8 bits and the header's H, W, C."""
     height, width, channels = header.shape
     try:
         jpeg_h, jpeg_w, jpeg_c, precision = jpeg_frame_info(payload)
@@ -316,6 +381,11 @@ def _decode_jpeg(header: FrameHeader, payload: memoryview) -> np.ndarray:
         raise WireError(
             "size_mismatch", f"JPEG is {jpeg_h} x {jpeg_w} x {jpeg_c}, header says {header.shape}", header=header
         )
+
+
+def _decode_jpeg(header: FrameHeader, payload: memoryview) -> np.ndarray:
+    height, width, channels = header.shape
+    _check_jpeg(header, payload)
     try:
         image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as error:
@@ -388,6 +458,8 @@ def _verdict_to_map(v: Verdict) -> dict[str, Any]:
         "decided_ns": v.decided_ns,
         "label": v.label,
         "defect_area_px": v.defect_area_px,
+        "session": v.session,
+        "epoch": v.epoch,
     }
 
 
@@ -406,20 +478,25 @@ def encode_heartbeat(h: Heartbeat) -> list[bytes]:
     """``[TOPIC_HEARTBEAT, msgpack]`` (the map also carries ``schema``). Raises WireError."""
     if not isinstance(h, Heartbeat):
         raise WireError("bad_header", f"expected a Heartbeat, got {type(h).__name__}")
-    raw = {"schema": SCHEMA_VERSION, "daemon_id": h.daemon_id, "counter": h.counter, "sent_ns": h.sent_ns, "ready": h.ready}
+    raw = {"schema": SCHEMA_VERSION, "daemon_id": h.daemon_id, "counter": h.counter, "sent_ns": h.sent_ns, "ready": h.ready,
+           "epoch": h.epoch}
     return [TOPIC_HEARTBEAT, _packb(_check_fields("heartbeat", raw, _HEARTBEAT_FIELDS))]
 
 
-def decode_message(parts: list) -> Verdict | Heartbeat:
+def decode_message(parts: list, *, legacy: bool = False) -> Verdict | Heartbeat:
     """``[topic, msgpack]`` from the daemon's PUB socket -> Verdict or Heartbeat.
 
     Strict: exact topic, map with exactly the known keys, every field checked. Raises WireError
-    ('bad_parts' for a wrong part count or unknown topic).
+    ('bad_parts' for a wrong part count or unknown topic). ``legacy``: also read a schema-1
+    verdict (recordings made before schema 2) as session 0, epoch 0.
     """
     topic_part, body_part = _split_parts(parts, 2, "daemon message")
     topic = bytes(_as_buffer(topic_part, "topic part")[:32])
     if topic == TOPIC_VERDICT:
-        fields = _check_fields("verdict", _unpack_map("verdict", _as_buffer(body_part, "verdict"), MAX_MESSAGE_BYTES), _VERDICT_FIELDS)
+        raw = _unpack_map("verdict", _as_buffer(body_part, "verdict"), MAX_MESSAGE_BYTES)
+        if legacy:
+            raw = upgrade_legacy(raw, {"session": 0, "epoch": 0})
+        fields = _check_fields("verdict", raw, _VERDICT_FIELDS)
         _check_verdict_rules(fields)
         return Verdict(**fields)
     if topic == TOPIC_HEARTBEAT:

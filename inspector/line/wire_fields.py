@@ -19,7 +19,7 @@ import zmq
 
 from inspector.judge.reasons import DECISIONS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: frame headers carry the grabber session; verdicts session + daemon epoch; heartbeats the epoch
 PIXEL_FORMATS: dict[str, int] = {"mono8": 1, "bgr8": 3, "rgb8": 3}  # name -> channels
 ENCODINGS = ("raw", "jpeg")
 DTYPES = ("uint8",)
@@ -214,6 +214,7 @@ _HEADER_FIELDS: dict[str, tuple[_Check, bool]] = {
     "schema": (_schema, True),
     "camera_id": (_nonempty_str, True),
     "seq": (_int, True),
+    "session": (_int, True),
     "part_id": (_str, True),
     "capture_ns": (_int, True),
     "deadline_ns": (_int, True),
@@ -238,6 +239,8 @@ _VERDICT_FIELDS: dict[str, tuple[_Check, bool]] = {
     "decided_ns": (_int, True),
     "label": (_optional_str, False),
     "defect_area_px": (_optional_int, False),
+    "session": (_int, True),
+    "epoch": (_int, True),
 }
 
 _HEARTBEAT_FIELDS: dict[str, tuple[_Check, bool]] = {
@@ -246,6 +249,7 @@ _HEARTBEAT_FIELDS: dict[str, tuple[_Check, bool]] = {
     "counter": (_int, True),
     "sent_ns": (_int, True),
     "ready": (_bool, True),
+    "epoch": (_int, True),
 }
 
 
@@ -298,6 +302,17 @@ def _unpack_map(what: str, data: Any, max_bytes: int) -> Any:
         )
     except Exception as error:  # msgpack raises ValueError, TypeError, its own classes...
         raise WireError("bad_header", f"{what} is not valid msgpack ({type(error).__name__}: {error})"[:300]) from None
+
+
+LEGACY_SCHEMA = 1  # read only from recordings (decode_header / decode_message with legacy=True)
+
+
+def upgrade_legacy(raw: Any, added: dict[str, Any]) -> Any:
+    """A schema-1 map as schema 2: the keys schema 2 added get the values in ``added`` (keys the
+    map already has are kept, so the strict checks still refuse them). Anything else unchanged."""
+    if isinstance(raw, dict) and raw.get("schema") == LEGACY_SCHEMA and not isinstance(raw.get("schema"), bool):
+        return {**added, **raw, "schema": SCHEMA_VERSION}
+    return raw
 
 
 def _packb(payload: dict[str, Any]) -> bytes:

@@ -8,15 +8,18 @@ Two threads, one job each:
 
 * the **receive loop** (main thread, ``Gateway``) subscribes to the daemon's PUB socket (topics
   verdict + heartbeat), decodes with ``wire.decode_message`` (malformed messages are counted and
-  logged, never fatal), maps camera ids to camera blocks, tracks per-camera sequence gaps and the
-  daemon heartbeat watchdog, and hands verdicts to the writer;
-* the **writer thread** (``PlcWriter``, :mod:`inspector.plc.writer`) owns the only Modbus connection
-  and does all PLC I/O.
+  logged, never fatal), maps camera ids to camera blocks, runs the daemon heartbeat watchdog
+  (and notes daemon restarts: a new epoch), and hands verdicts to the writer;
+* the **writer thread** (``PlcWriter``, :mod:`inspector.plc.writer`) owns the only Modbus connection,
+  does all PLC I/O and applies the sequence rules against what the PLC holds.
 
 The register map and the handshake are in ``inspector/plc/modbus_map.py`` and ``docs/plc.md``.
 Fail-closed rules: the line-stop coil is set while the daemon is not alive or not ready, after
-verdicts were dropped (backlog overflow) or came from an unknown camera (both latched until the
-PLC acknowledges with the fault-reset coil), and as the last write of a gateway that stops.
+verdicts were dropped (backlog overflow) or a verdict's seq did not advance its grabber session
+(both latched until the PLC acknowledges with the fault-reset coil and the cause has been quiet),
+and as the last write of a gateway that stops; it is read back every 500 ms and re-asserted.
+Sequence gaps (verdicts lost in a killed daemon or while the gateway was down) become FAULT
+entries, checked against the last seq the PLC holds (:mod:`inspector.plc.sequencing`).
 Never imports torch.
 """
 
@@ -41,10 +44,10 @@ from inspector.plc import modbus_map as mm
 from inspector.line import transport
 from inspector.line.config import Config, connectable, load_config, parse_host_port
 from inspector.line.readiness import notify_ready
-from inspector.line.sequence import SequenceTracker
 from inspector.line.wire import Heartbeat, Verdict, WireError, decode_message
 from inspector.plc.metrics import GatewayMetrics
-from inspector.plc.writer import PendingVerdict, PlcWriter, ring_entry_for
+from inspector.plc.sequencing import pending_for
+from inspector.plc.writer import PlcWriter
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +124,9 @@ class Gateway:
         self.writer = writer
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.metrics = metrics
-        self.sequences = SequenceTracker(max_cameras=max(1, len(cameras)))
         self.last_heartbeat_at: float | None = None
         self.daemon_id: str | None = None
+        self.daemon_epoch: int | None = None
         self.daemon_ready = False
         self.daemon_counter = 0
         self.alive = False
@@ -168,6 +171,12 @@ class Gateway:
         if self.daemon_id != beat.daemon_id:
             log.info("daemon %r is publishing (counter %d, ready=%s)", beat.daemon_id, beat.counter, beat.ready)
             self.daemon_id = beat.daemon_id
+        if self.daemon_epoch != beat.epoch:
+            if self.daemon_epoch is not None:
+                self.counts["daemon_restarts"] += 1
+                log.warning("daemon %r restarted (epoch %d -> %d): verdicts it had not published are gaps, "
+                            "written as FAULT sequence_gap", beat.daemon_id, self.daemon_epoch, beat.epoch)
+            self.daemon_epoch = beat.epoch
         if not self.alive:
             log.info("daemon heartbeat present")
         if not self.said_ready:
@@ -186,10 +195,7 @@ class Gateway:
         if camera is None:
             self._unknown_camera(verdict)
             return
-        lost = self._sequence_gap(verdict)
-        if lost is None:
-            return
-        self.writer.submit(PendingVerdict(camera, ring_entry_for(verdict), verdict.decision, verdict.capture_ns, lost))
+        self.writer.submit(pending_for(camera, verdict))  # sequence rules: inspector.plc.sequencing
 
     def _unknown_camera(self, verdict: Verdict) -> None:
         self.counts["unknown_camera_verdicts"] += 1
@@ -198,27 +204,10 @@ class Gateway:
             self.metrics.unknown_camera.inc()
         if verdict.camera_id not in self.unknown_ids and len(self.unknown_ids) < self.MAX_REPORTED_UNKNOWN:
             self.unknown_ids.add(verdict.camera_id)
-            log.error("verdict from unknown camera %r (not in --cameras %s): not written; line-stop latched",
-                      verdict.camera_id, list(self.camera_index))
+            log.warning("verdict from camera %r, which this gateway does not write (not in --cameras %s): counted",
+                        verdict.camera_id, list(self.camera_index))
         else:
             log.debug("verdict from unknown camera %r", verdict.camera_id)
-
-    def _sequence_gap(self, verdict: Verdict) -> int | None:
-        """Sequence numbers skipped before this verdict (0 normally); None = duplicate, skip it."""
-        event = self.sequences.observe(verdict.camera_id, verdict.seq)
-        if event.duplicate:
-            self.counts["duplicate_verdicts"] += 1
-            log.warning("duplicate verdict camera=%s seq=%d ignored", verdict.camera_id, verdict.seq)
-            return None
-        if event.restarted:
-            self.counts["sequence_restarts"] += 1
-            log.warning("camera %s sequence went back from %d to %d (camera restarted?)", verdict.camera_id,
-                        event.previous, verdict.seq)
-        elif event.missing:
-            self.counts["lost_verdicts"] += event.missing
-            log.warning("camera %s: %d verdicts never arrived (seq %d -> %d)", verdict.camera_id, event.missing,
-                        event.previous, verdict.seq)
-        return event.missing
 
 
 # ------------------------------------------------------------------------------------------------
@@ -362,8 +351,7 @@ def run_gateway(args: argparse.Namespace, stop: threading.Event) -> dict[str, An
         "verdicts_received": gateway.counts["verdicts_received"],
         "heartbeats_received": gateway.counts["heartbeats_received"],
         "heartbeat_lost_events": gateway.counts["heartbeat_lost_events"],
-        "duplicate_verdicts": gateway.counts["duplicate_verdicts"],
-        "sequence_restarts": gateway.counts["sequence_restarts"],
+        "daemon_restarts": gateway.counts["daemon_restarts"],
         **writer.stats(),
     }
     if args.stats is not None:

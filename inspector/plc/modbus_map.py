@@ -42,11 +42,11 @@ from dataclasses import dataclass, fields
 
 from inspector.judge import reasons
 
-MAP_VERSION = 1
+MAP_VERSION = 2  # 2: camera header + last_session; fault bit 5 (replayed seq); bit 3 (unknown camera) retired
 MAX_CAMERAS = 16
 RING_SIZE = 32  # a power of two dividing 65536, so slot = write_count % RING_SIZE survives wrap
 ENTRY_SIZE = 12  # registers per ring entry
-CAMERA_HEADER_SIZE = 12  # registers written in one request (see CameraHeader)
+CAMERA_HEADER_SIZE = 14  # registers written in one request (see CameraHeader)
 RING_OFFSET = 16  # ring start inside a camera block (header + 4 reserved registers)
 CAMERA_AREA_BASE = 100
 CAMERA_BLOCK_SIZE = RING_OFFSET + RING_SIZE * ENTRY_SIZE  # 400
@@ -68,9 +68,10 @@ COIL_COUNT = REJECT_COIL_BASE + MAX_CAMERAS  # 32
 FAULT_HEARTBEAT_LOST = 1 << 0  # level: no daemon heartbeat for > timeout (also: none seen yet)
 FAULT_DAEMON_NOT_READY = 1 << 1  # level: the daemon's heartbeat says ready=False
 FAULT_BACKLOG_OVERFLOW = 1 << 2  # latched: verdicts dropped while the PLC was unreachable
-FAULT_UNKNOWN_CAMERA = 1 << 3  # latched: a verdict came from a camera not in --cameras
+FAULT_UNKNOWN_CAMERA = 1 << 3  # map 1 only (a verdict from a camera not in --cameras); no longer set
 FAULT_GATEWAY_STOPPED = 1 << 4  # written last by a gateway that stops cleanly
-LATCHED_FAULTS = FAULT_BACKLOG_OVERFLOW | FAULT_UNKNOWN_CAMERA
+FAULT_SEQUENCE_REPLAYED = 1 << 5  # latched: a verdict whose seq did not advance its grabber session
+LATCHED_FAULTS = FAULT_BACKLOG_OVERFLOW | FAULT_SEQUENCE_REPLAYED
 
 # ---- decision and reason codes ---------------------------------------------------------------
 # the numbers are columns of the one table, inspector.judge.reasons
@@ -244,8 +245,10 @@ class CameraHeader(_Block):
 
     +0 write_count (verdicts written for this camera, mod 65536; the PLC keeps its own read
     index), +1 last_decision, +2..3 ok_count, +4..5 reject_count, +6..7 fault_count,
-    +8..9 lost_count (sequence numbers skipped by this camera's verdict stream, as seen by the
-    gateway), +10..11 last_seq.
+    +8..9 lost_count (sequence numbers of this camera whose verdict never reached the gateway: it
+    wrote a ``sequence_gap`` FAULT for them), +10..11 last_seq, +12..13 last_session (low 32 bits
+    of the grabber session of ``last_seq``; with it a restarted gateway tells a gap or a replay
+    from a grabber restart).
     """
 
     write_count: int = 0
@@ -255,8 +258,9 @@ class CameraHeader(_Block):
     fault_count: int = 0
     lost_count: int = 0
     last_seq: int = 0
+    last_session: int = 0
 
-    WIDTHS = (1, 1, 2, 2, 2, 2, 2)
+    WIDTHS = (1, 1, 2, 2, 2, 2, 2, 2)
     SIZE = CAMERA_HEADER_SIZE
 
 

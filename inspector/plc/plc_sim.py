@@ -4,6 +4,10 @@
 SIGINT/SIGTERM. In-process users (the gateway's ``--plc sim``, tests) call
 ``start_sim_in_thread(host, port, log_path=None) -> SimHandle``.
 
+PLC program: every 20 ms the simulator runs the reference PLC routine of docs/plc.md on its own
+memory (:class:`inspector.plc.plc_program.PlcProgram`: gateway heartbeat watch, line stop, ring
+reading, no verdict = reject) and logs what it decided.
+
 Memory: ``modbus_map.HOLDING_REGISTER_COUNT`` holding registers and ``modbus_map.COIL_COUNT``
 coils (coil addresses are bit addresses), all 0 at start, every one writable; one discrete input
 and one input register exist only because pymodbus needs non-empty blocks. Any device id is
@@ -16,7 +20,8 @@ write, for every write request the server accepts, decoded with ``modbus_map``:
 ``{"t_ns", "kind": "header", "camera", <CameraHeader fields>}``,
 ``{"t_ns", "kind": "global", <GlobalBlock fields>}``,
 ``{"t_ns", "kind": "coil", "address", "name", "value"}`` (one line per coil written),
-``{"t_ns", "kind": "registers", "address", "values"}`` (any other register write).
+``{"t_ns", "kind": "registers", "address", "values"}`` (any other register write), and what
+the PLC program decided (``kind`` ``plc`` and ``parts``, :mod:`inspector.plc.plc_program`).
 Lines are logged when the request reaches the datastore, before the response is sent, so a
 client that got its answer will find its write in the log. ``SimHandle.writes`` keeps the same
 records in memory when ``keep_writes=True``.
@@ -42,6 +47,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from inspector.plc import modbus_map as mm
+from inspector.plc.plc_program import PlcProgram
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ _READ_COILS, _READ_HOLDING = 1, 3
 _WRITE_COIL, _WRITE_REGISTER, _WRITE_COILS, _WRITE_REGISTERS = 5, 6, 15, 16
 _REGISTER_WRITES = (_WRITE_REGISTER, _WRITE_REGISTERS, 23)
 _COIL_WRITES = (_WRITE_COIL, _WRITE_COILS)
+SCAN_S = 0.02  # the PLC program's scan period
 
 
 def build_device(action=None) -> SimDevice:
@@ -99,6 +106,13 @@ class _WriteRecorder:
         except Exception:  # a write the map cannot decode is still accepted and logged raw
             log.exception("cannot decode write fc=%s address=%s", function_code, address)
             records = [{"t_ns": time.time_ns(), "kind": "registers", "address": address, "values": [int(v) for v in values]}]
+        self.add(records)
+        return None
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        """Append records to the log (and the in-memory list)."""
+        if not records:
+            return
         with self.lock:
             if self.keep:
                 self.writes.extend(records)
@@ -106,7 +120,36 @@ class _WriteRecorder:
                 for record in records:
                     self.log_file.write(json.dumps(record) + "\n")
                 self.log_file.flush()
-        return None
+
+
+async def run_program(server: ModbusTcpServer, recorder: _WriteRecorder, program: PlcProgram,
+                      scan_s: float = SCAN_S) -> None:
+    """The PLC program (:mod:`inspector.plc.plc_program`) every ``scan_s``, on the datastore; its
+    decisions go to the log with ``t_ns``. Runs until cancelled."""
+    context = server.context
+
+    async def holding(address: int, count: int) -> list[int]:
+        return [int(v) for v in await context.async_getValues(0, _READ_HOLDING, address, count)]
+
+    while True:
+        await asyncio.sleep(scan_s)
+        try:
+            block = mm.GlobalBlock.from_registers(await holding(0, mm.GLOBAL_BLOCK_SIZE))
+            line_stop = bool((await context.async_getValues(0, _READ_COILS, mm.COIL_LINE_STOP, 1))[0])
+            count = min(block.camera_count, mm.MAX_CAMERAS)
+            headers = [mm.CameraHeader.from_registers(await holding(mm.camera_base(i), mm.CAMERA_HEADER_SIZE))
+                       for i in range(count)]
+            rings = [await holding(mm.entry_address(i, 0), mm.RING_SIZE * mm.ENTRY_SIZE) for i in range(count)]
+        except Exception:  # never let the scan loop die; a real PLC keeps scanning too
+            log.exception("PLC program could not read its memory")
+            continue
+
+        def entry(camera: int, slot: int) -> mm.RingEntry:
+            return mm.RingEntry.from_registers(rings[camera][slot * mm.ENTRY_SIZE:(slot + 1) * mm.ENTRY_SIZE])
+
+        now_ns = time.time_ns()
+        records = program.scan(time.monotonic(), block, line_stop, headers.__getitem__, entry)
+        recorder.add([{"t_ns": now_ns, **record} for record in records])
 
 
 class SimHandle:
@@ -125,6 +168,8 @@ class SimHandle:
         self._loop, self._server, self._thread = loop, server, thread
         self._recorder, self._log_file = recorder, log_file
         self._stopped = False
+        self.program: PlcProgram | None = None     # the PLC routine it runs (docs/plc.md)
+        self._program_task: asyncio.Future | None = None
 
     @property
     def writes(self) -> list[dict[str, Any]]:
@@ -164,6 +209,8 @@ class SimHandle:
         if self._stopped:
             return
         self._stopped = True
+        if self._program_task is not None:
+            self._loop.call_soon_threadsafe(self._program_task.cancel)
         try:
             asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(timeout)
         except Exception:  # the loop may already be gone; the thread join below still bounds us
@@ -190,6 +237,7 @@ def start_sim_in_thread(host: str = "127.0.0.1", port: int = 0, log_path: str | 
     """
     log_file = open(log_path, "a", encoding="utf-8") if log_path is not None else None
     recorder = _WriteRecorder(log_file, keep_writes)
+    program = PlcProgram()
     ready: dict[str, Any] = {}
     started = threading.Event()
     loop = asyncio.new_event_loop()
@@ -200,6 +248,7 @@ def start_sim_in_thread(host: str = "127.0.0.1", port: int = 0, log_path: str | 
             raise OSError(f"simulated PLC cannot listen on {host}:{port}")
         ready["server"] = server
         ready["port"] = server.transport.sockets[0].getsockname()[1]
+        ready["task"] = asyncio.ensure_future(run_program(server, recorder, program))
 
     def run() -> None:
         asyncio.set_event_loop(loop)
@@ -223,7 +272,9 @@ def start_sim_in_thread(host: str = "127.0.0.1", port: int = 0, log_path: str | 
             log_file.close()
         error = ready["error"]
         raise error if isinstance(error, OSError) else OSError(f"simulated PLC failed to start: {error}")
-    return SimHandle(host, ready["port"], loop, ready["server"], thread, recorder, log_file)
+    handle = SimHandle(host, ready["port"], loop, ready["server"], thread, recorder, log_file)
+    handle.program, handle._program_task = program, ready["task"]
+    return handle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

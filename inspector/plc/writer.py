@@ -20,62 +20,16 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from inspector.core.stats import summarize_ms
-from inspector.line.wire import Verdict
 from inspector.plc import modbus_map as mm
 from inspector.plc.metrics import GatewayMetrics
+from inspector.plc.sequencing import REPLAYED, PendingVerdict, Planned, has_history, plan_entries
 
 log = logging.getLogger("inspector.plc.gateway")
 
 GATEWAY_HEARTBEAT_PERIOD_S = 0.5
+LATCH_QUIET_S = 2.0  # a latched fault clears on the PLC's reset only when its cause was quiet this long
+LEFT_SESSIONS = 16   # grabber sessions remembered per camera after they were replaced
 MAX_LATENCY_SAMPLES = 1_000_000  # stats keep at most this many per-verdict latencies (8 MB)
-
-
-# ------------------------------------------------------------------------------------------------
-# What travels from the receive loop to the writer
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PendingVerdict:
-    """A verdict translated to register values, waiting to be written.
-
-    ``entry`` has tag 0; the writer sets the tag when it knows the write count. ``lost_before``:
-    sequence numbers this camera skipped just before this verdict. ``pulse``: pulse the reject
-    coil when written (False for verdicts that waited out a PLC outage: a late pulse could
-    reject the wrong part; the ring entry still carries the result).
-    """
-
-    camera: int
-    entry: mm.RingEntry
-    decision: str
-    capture_ns: int
-    lost_before: int
-    pulse: bool = True
-
-
-def ring_entry_for(verdict: Verdict) -> mm.RingEntry:
-    """Verdict -> ring entry register values (tag 0), per the encodings in modbus_map."""
-    code, is_crc = mm.part_code(verdict.part_id)
-    score, score_clamped = mm.milli_u16(verdict.score)
-    threshold, threshold_clamped = mm.milli_u16(verdict.threshold)
-    reason, reason_unknown = mm.reason_code(verdict.reason)
-    flags = (
-        (mm.FLAG_PART_ID_CRC32 if is_crc else 0)
-        | (mm.FLAG_SCORE_CLAMPED if score_clamped else 0)
-        | (mm.FLAG_THRESHOLD_CLAMPED if threshold_clamped else 0)
-        | (mm.FLAG_REASON_UNKNOWN if reason_unknown else 0)
-    )
-    return mm.RingEntry(
-        seq=verdict.seq & mm.U32_MAX,
-        part_code=code,
-        decision=mm.decision_code(verdict.decision),
-        reason=reason,
-        score_milli=score,
-        threshold_milli=threshold,
-        capture_ms=(verdict.capture_ns // 1_000_000) & mm.U32_MAX,
-        flags=flags,
-        tag=0,
-    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -115,10 +69,14 @@ class PlcWriter:
     the writer rewrites its whole state (global block, status coils, reject coils off, every camera
     header): the PLC may have restarted. At the first connect it adopts the camera headers
     already in the PLC when the PLC's global block describes this map, so a restarted gateway
-    continues the write counts instead of jumping back to 0. A verdict whose write failed is
-    rewritten in full (all writes are absolute, so repeating them is harmless). Verdicts that
-    arrive while the backlog holds ``backlog_limit`` entries push out the oldest one (counted,
-    and latches FAULT_BACKLOG_OVERFLOW).
+    continues the write counts, and checks the next verdicts against the last seq and session the
+    PLC holds (:mod:`inspector.plc.sequencing`: lost verdicts become ``sequence_gap`` FAULT entries,
+    a replayed seq a ``sequence_replayed`` FAULT that latches FAULT_SEQUENCE_REPLAYED). A verdict
+    whose write failed is planned and rewritten from the committed header (all writes are absolute,
+    so repeating them is harmless). Verdicts that arrive while the backlog holds ``backlog_limit``
+    entries push out the oldest one (counted, and latches FAULT_BACKLOG_OVERFLOW). Every heartbeat
+    tick reads the status coils back and rewrites them when someone else changed them; the PLC's
+    fault reset clears only latched causes that have been quiet for LATCH_QUIET_S.
     """
 
     def __init__(
@@ -158,6 +116,7 @@ class PlcWriter:
         self._daemon_ready = False
         self._daemon_counter = 0
         self._latched_faults = 0
+        self._latch_seen: dict[int, float] = {}  # latched fault bit -> when its cause last occurred
         self._malformed = 0
         self._unknown_camera = 0
         self._backlog_dropped = 0
@@ -181,6 +140,11 @@ class PlcWriter:
         self._by_decision: Counter[str] = Counter()
         self._pulses_sent = 0
         self._pulses_dropped = 0
+        self._left_sessions = [deque(maxlen=LEFT_SESSIONS) for _ in range(camera_count)]
+        self._replayed = 0
+        self._gap_entries = 0
+        self._coil_overrides = 0
+        self._resets_refused = 0
         self._latencies_ms: list[float] = []
         self._write_ms: list[float] = []
         self._final_state_written = False
@@ -197,7 +161,7 @@ class PlcWriter:
             if len(self._backlog) >= self.backlog_limit:
                 dropped = self._backlog.popleft()
                 self._backlog_dropped += 1
-                self._latched_faults |= mm.FAULT_BACKLOG_OVERFLOW
+                self._latch_locked(mm.FAULT_BACKLOG_OVERFLOW)
                 if self._backlog_dropped == 1 or self._backlog_dropped % 100 == 0:
                     log.error("PLC backlog full (%d): dropped verdict camera=%d seq=%d (%d dropped so far)",
                               self.backlog_limit, dropped.camera, dropped.entry.seq, self._backlog_dropped)
@@ -222,11 +186,9 @@ class PlcWriter:
             self._malformed += 1
 
     def note_unknown_camera(self) -> None:
-        """Count a verdict from an unknown camera and latch FAULT_UNKNOWN_CAMERA."""
+        """Count a verdict from a camera this gateway does not write (no line stop: docs/plc.md)."""
         with self._cond:
             self._unknown_camera += 1
-            self._latched_faults |= mm.FAULT_UNKNOWN_CAMERA
-            self._cond.notify()
 
     def stop(self) -> None:
         """Flush the backlog (for at most stop_flush_s), write the stopped state, close."""
@@ -261,6 +223,10 @@ class PlcWriter:
             "plc_write_errors": self._write_errors,
             "reject_pulses": self._pulses_sent,
             "reject_pulses_dropped": self._pulses_dropped,
+            "replayed_verdicts": self._replayed,
+            "gap_entries": self._gap_entries,
+            "coil_overrides": self._coil_overrides,
+            "resets_refused": self._resets_refused,
             "gateway_heartbeat": self._heartbeat,
             **shared,
             "latency_ms": summarize_ms(self._latencies_ms),
@@ -277,6 +243,24 @@ class PlcWriter:
         if self._final_state_written:
             causes |= mm.FAULT_GATEWAY_STOPPED
         return causes
+
+    def _latch_locked(self, bit: int) -> None:
+        """Latch fault ``bit`` (its cause occurred now); the PLC's reset clears it once quiet."""
+        self._latched_faults |= bit
+        self._latch_seen[bit] = time.monotonic()
+        self._cond.notify()
+
+    def _reset_latched_locked(self) -> tuple[int, int]:
+        """The PLC's fault reset: clear the latched faults whose cause has been quiet for
+        LATCH_QUIET_S; a cause that persists stays latched. Returns (cleared, kept)."""
+        now = time.monotonic()
+        kept = 0
+        for bit in (mm.FAULT_BACKLOG_OVERFLOW, mm.FAULT_SEQUENCE_REPLAYED):
+            if self._latched_faults & bit and now - self._latch_seen.get(bit, -math.inf) < LATCH_QUIET_S:
+                kept |= bit
+        cleared = self._latched_faults & ~kept
+        self._latched_faults = kept
+        return cleared, kept
 
     def _desired_status_locked(self) -> tuple[bool, bool, bool]:
         """(daemon_alive, line_stop, daemon_ready) coil values."""
@@ -476,15 +460,26 @@ class PlcWriter:
             self._write_global()
 
     def _tick(self, now: float) -> None:
-        """Gateway heartbeat (+1 per period), fault-reset acknowledgement, global block."""
+        """Gateway heartbeat (+1 per period), the status coils read back (re-asserted when another
+        Modbus client changed them), the fault-reset acknowledgement, the global block."""
         self._next_tick += self.heartbeat_period_s
         if self._next_tick <= now:  # fell behind (slow PLC): no catch-up burst
             self._next_tick = now + self.heartbeat_period_s
-        if self._read_coils(mm.COIL_FAULT_RESET, 1, "fault-reset coil read")[0]:
+        coils = self._read_coils(mm.COIL_DAEMON_ALIVE, mm.COIL_FAULT_RESET + 1, "status coils read")
+        if self._written_status is not None and tuple(coils[:mm.GATEWAY_STATUS_COILS]) != self._written_status:
+            self._coil_overrides += 1
+            log.warning("status coils in the PLC are %s, not the %s written: re-asserting (another Modbus client?)",
+                        coils[:mm.GATEWAY_STATUS_COILS], list(self._written_status))
+            self._written_status = None  # rewritten by the next step, cause first
+        if coils[mm.COIL_FAULT_RESET]:
             with self._cond:
-                cleared, self._latched_faults = self._latched_faults, 0
+                cleared, kept = self._reset_latched_locked()
             self._write_coils(mm.COIL_FAULT_RESET, [False], "fault-reset coil clear")
-            log.warning("PLC acknowledged latched faults 0x%x; cleared", cleared)
+            if kept:
+                self._resets_refused += 1
+                log.warning("PLC fault reset: 0x%x cleared, 0x%x kept (its cause persists)", cleared, kept)
+            else:
+                log.warning("PLC acknowledged latched faults 0x%x; cleared", cleared)
         self._heartbeat = (self._heartbeat + 1) & mm.U16_MAX
         self._write_global()
 
@@ -508,10 +503,13 @@ class PlcWriter:
         return self._in_flight
 
     def _write_verdict(self, item: PendingVerdict) -> None:
-        """Ring entry first, then the header that commits it (see modbus_map)."""
+        """The next entry ``item`` needs (gap FAULTs first, then its own; see
+        :mod:`inspector.plc.sequencing`): ring entry first, then the header that commits it. An
+        interrupted item is planned again from the committed header, so nothing is written twice."""
         header = self._headers[item.camera]
+        planned = plan_entries(header, item, set(self._left_sessions[item.camera]))[0]
         write_count = (header.write_count + 1) % mm.WRITE_COUNT_MODULUS
-        entry = replace(item.entry, tag=write_count)
+        entry = replace(planned.entry, tag=write_count)
         started = time.perf_counter()
         self._write_registers(mm.entry_address(item.camera, mm.ring_slot(header.write_count)), entry.to_registers(), "ring entry")
         new_header = mm.CameraHeader(
@@ -520,23 +518,36 @@ class PlcWriter:
             ok_count=(header.ok_count + (entry.decision == mm.DECISION_CODES["OK"])) & mm.U32_MAX,
             reject_count=(header.reject_count + (entry.decision == mm.DECISION_CODES["REJECT"])) & mm.U32_MAX,
             fault_count=(header.fault_count + (entry.decision == mm.DECISION_CODES["FAULT"])) & mm.U32_MAX,
-            lost_count=(header.lost_count + item.lost_before) & mm.U32_MAX,
-            last_seq=entry.seq,
+            lost_count=(header.lost_count + planned.lost) & mm.U32_MAX,
+            last_seq=header.last_seq if planned.replayed else entry.seq,          # a replay does not move
+            last_session=header.last_session if planned.replayed else item.session,  # the session forward
         )
         self._write_registers(mm.camera_base(item.camera), new_header.to_registers(), "camera header")
         done_ns = time.time_ns()
         write_s = time.perf_counter() - started
-        self._commit(item, new_header, entry, write_s, done_ns)
+        self._commit(item, planned, new_header, entry, write_s, done_ns)
 
-    def _commit(self, item: PendingVerdict, header: mm.CameraHeader, entry: mm.RingEntry, write_s: float, done_ns: int) -> None:
+    def _commit(self, item: PendingVerdict, planned: Planned, header: mm.CameraHeader, entry: mm.RingEntry,
+                write_s: float, done_ns: int) -> None:
+        previous = self._headers[item.camera]
+        if has_history(previous) and previous.last_session != header.last_session:
+            self._left_sessions[item.camera].append(previous.last_session)  # a grabber restart
         self._headers[item.camera] = header
-        self._in_flight = None
+        if planned.own:
+            self._in_flight = None
         self._verdicts_written += 1
-        self._lost_total += item.lost_before
+        self._lost_total += planned.lost
+        self._gap_entries += not planned.own
+        if planned.replayed or entry.reason == mm.reason_code(REPLAYED)[0]:
+            self._replayed += 1
+            with self._cond:
+                self._latch_locked(mm.FAULT_SEQUENCE_REPLAYED)
+            log.error("camera %d seq %d did not advance its grabber session: written as FAULT, line stop latched",
+                      item.camera, entry.seq)
         decision = {code: name for name, code in mm.DECISION_CODES.items()}[entry.decision]
         self._by_decision[decision] += 1
         latency_ms = (done_ns - item.capture_ns) / 1e6
-        if len(self._latencies_ms) < MAX_LATENCY_SAMPLES:
+        if planned.own and len(self._latencies_ms) < MAX_LATENCY_SAMPLES:
             self._latencies_ms.append(latency_ms)
             self._write_ms.append(write_s * 1e3)
         if entry.decision != mm.DECISION_CODES["OK"] and item.pulse:
@@ -548,9 +559,10 @@ class PlcWriter:
         if self.metrics:
             self.metrics.verdicts_written.labels(decision=decision).inc()
             self.metrics.write_seconds.observe(write_s)
-            self.metrics.capture_to_plc.observe(max(0.0, latency_ms / 1e3))
-            if item.lost_before:
-                self.metrics.lost.inc(item.lost_before)
+            if planned.own:
+                self.metrics.capture_to_plc.observe(max(0.0, latency_ms / 1e3))
+            if planned.lost:
+                self.metrics.lost.inc(planned.lost)
 
     def _finish(self) -> None:
         """Last words to the PLC (best effort): line stop on, daemon coils off, pulses off."""

@@ -216,7 +216,7 @@ def _unpack_frame_message(data: bytes) -> tuple[bytes, bytes]:
     if not isinstance(message["payload"], bytes):
         raise WireError("bad_field", f"frame payload must be bin, got {type(message['payload']).__name__}")
     try:
-        header_bytes = msgpack.packb(message["header"], use_bin_type=True)
+        header_bytes = msgpack.packb(wire.upgrade_legacy(message["header"], {"session": 0}), use_bin_type=True)
     except Exception as exc:
         raise WireError("bad_header", f"frame header cannot be re-packed: {exc}") from None
     return header_bytes, message["payload"]
@@ -394,7 +394,7 @@ class Recording:
             return self._decode_frame(message, channel, offset, decode_images)
         if channel.kind == "verdicts" and verdicts:
             try:
-                verdict = wire.decode_message([wire.TOPIC_VERDICT, message.data])
+                verdict = wire.decode_message([wire.TOPIC_VERDICT, message.data], legacy=True)
             except WireError as exc:
                 raise self._bad_message(channel, message, offset, exc) from None
             return RecordedVerdict(verdict, message.log_time)  # type: ignore[arg-type]

@@ -1,16 +1,22 @@
 """`inspector replay`: push a recording to a daemon as the original cameras.
 
     inspector replay FILE --connect tcp://daemon:5555 [--speed X | --max] [--deadline-ms D]
-                     [--cameras cam0,cam1] [--max-frames N]
+                     [--cameras cam0,cam1] [--max-frames N] [--allow-truncated]
 
 Frames go out over one ZeroMQ PUSH socket (connect, small send HWM, bounded linger), exactly as
 recorded (camera_id, seq, part_id, label, source, pixel format, encoding and payload bytes: a
 JPEG is re-sent as it was, never re-encoded) except for the times: capture_ns is re-stamped to
 now and deadline_ns = the new capture_ns + the original deadline offset (deadline_ns -
-capture_ns; a recorded deadline of 0, "none", stays 0), or + ``--deadline-ms``. Frames keep the
+capture_ns; a recorded deadline of 0, "none", stays 0), or + ``--deadline-ms``, and the grabber
+session: each recorded (camera, session) is sent under a session of this replay's own (a replay
+is a new run of the cameras, so the daemon takes its ``seq`` as new, not as a repeat). Frames keep the
 recording's timing (capture_ns differences) divided by ``--speed``, or go as fast as the
 receiver takes them with ``--max``. A send that cannot complete within ``--send-timeout``
 seconds (no receiver, or one that stopped reading) aborts the replay with an error.
+
+Exit status: 0 when the frames were sent; 1 when the recording is truncated (its frames before the
+cut are sent; ``--allow-truncated`` makes that 0) or held no complete frame; 2 when it cannot be
+read at all.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument("--send-timeout", type=float, default=10.0, metavar="S",
                         help="give up when a frame cannot be sent for S seconds (default 10)")
+    parser.add_argument("--allow-truncated", action="store_true",
+                        help="exit 0 for a truncated recording too (its frames before the cut are sent)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,18 +76,31 @@ def run(args: argparse.Namespace) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     print(json.dumps(summary, indent=2))
+    return exit_status(summary, allow_truncated=args.allow_truncated)
+
+
+def exit_status(summary: dict[str, Any], *, allow_truncated: bool = False) -> int:
+    """0 when frames were sent and the recording was complete (or ``allow_truncated``); 1 when it
+    was truncated or nothing was sent (an unreadable file is an error before that: exit 2)."""
+    if summary["sent"] == 0 and not summary["stopped_early"]:
+        log.error("nothing was sent: the recording holds no complete frame (truncated: %s)", summary["truncated"])
+        return 1
+    if summary["truncated"] and not allow_truncated:
+        log.error("the recording is truncated: only the frames before the cut were sent (--allow-truncated: exit 0)")
+        return 1
     return 0
 
 
-def _restamp(header: wire.FrameHeader, now_ns: int, deadline_ms: float | None) -> wire.FrameHeader:
-    """The header with capture_ns = now and the deadline moved along (see module doc)."""
+def _restamp(header: wire.FrameHeader, now_ns: int, deadline_ms: float | None, session: int) -> wire.FrameHeader:
+    """The header with capture_ns = now, the deadline moved along and this replay's ``session``
+    (see module doc)."""
     if deadline_ms is not None:
         deadline = now_ns + int(round(deadline_ms * 1e6))
     elif header.deadline_ns == 0:
         deadline = 0
     else:
         deadline = max(0, now_ns + header.deadline_ns - header.capture_ns)
-    return replace(header, capture_ns=now_ns, deadline_ns=deadline)
+    return replace(header, capture_ns=now_ns, deadline_ns=deadline, session=session)
 
 
 def _wait_until(target: float, stop: threading.Event) -> None:
@@ -110,16 +131,20 @@ def replay(
     linger_ms: int = 2000,
     stop: threading.Event | None = None,
     context: zmq.Context | None = None,
+    credits: Credits | None = None,
 ) -> dict[str, Any]:
     """Push the frames of recording ``path`` to ``endpoint`` (see module doc).
 
     ``speed`` > 0 scales the recorded timing (ignored with ``max_rate``). ``cameras``: only
     these. ``max_frames``: stop after that many. ``stop``: an Event that ends the replay early.
-    ``context``: a zmq Context to use (default: a private one, terminated at the end). Returns a
-    summary dict: path, endpoint, sent, cameras {id: sent}, duration_s, rate_fps, late (frames
-    sent > 50 ms after their slot), max_lag_ms, truncated (the recording ended early),
-    stopped_early. Raises RecordingError for a bad recording, ReplayError when a frame cannot
-    be sent within ``send_timeout_s``, ValueError for bad arguments.
+    ``context``: a zmq Context to use (default: a private one, terminated at the end). ``credits``:
+    credit-based pacing (:class:`Credits`): one credit is taken before each frame (waiting at most
+    ``send_timeout_s``) and the caller gives it back when the frame's verdict arrives
+    (``inspector validate``). Returns a summary dict: path, endpoint, sent, cameras {id: sent},
+    duration_s, rate_fps, late (frames sent > 50 ms after their slot), max_lag_ms, truncated (the
+    recording ended early), stopped_early (with credits also credit_window and max_outstanding).
+    Raises RecordingError for a bad recording, ReplayError when a frame cannot be sent (or no
+    credit came back) within ``send_timeout_s``, ValueError for bad arguments.
     """
     if not max_rate and not speed > 0:
         raise ValueError(f"speed must be > 0, got {speed!r}")
@@ -133,6 +158,7 @@ def replay(
     context = context or zmq.Context()
     sock = _push_socket(context, endpoint, sndhwm, send_timeout_s, linger_ms)
     sent: dict[str, int] = {}
+    sessions: dict[tuple[str, int], int] = {}  # recorded (camera, session) -> this replay's session
     late, max_lag = 0, 0.0
     started = time.monotonic()
     first_capture: int | None = None
@@ -151,7 +177,11 @@ def replay(
                 lag = time.monotonic() - target
                 max_lag = max(max_lag, lag)
                 late += lag > LATE_AFTER_S
-            if not _send(sock, frame, deadline_ms, endpoint, send_timeout_s, stop):
+            key = (frame.header.camera_id, frame.header.session)
+            session = sessions.get(key) or sessions.setdefault(key, wire.new_session())
+            if credits is not None and not credits.take(send_timeout_s, stop):
+                break
+            if not _send(sock, frame, deadline_ms, session, endpoint, send_timeout_s, stop):
                 break
             sent[frame.header.camera_id] = sent.get(frame.header.camera_id, 0) + 1
     except BaseException:
@@ -170,15 +200,50 @@ def replay(
         "duration_s": round(duration, 3), "rate_fps": round(total / duration, 2) if duration > 0 else None,
         "late": int(late), "max_lag_ms": round(max_lag * 1e3, 1), "truncated": recording.truncated,
         "stopped_early": stop.is_set(),
+        **({} if credits is None else {"credit_window": credits.window, "max_outstanding": credits.max_outstanding}),
     }
 
 
-def _send(sock: zmq.Socket, frame: RecordedFrame, deadline_ms: float | None, endpoint: str, timeout_s: float,
+class Credits:
+    """Credit-based pacing: at most ``window`` frames out without their verdict. The replay
+    :meth:`take` s one before each frame; whoever collects the verdicts :meth:`give` s one back per
+    frame answered. Thread safe. ``max_outstanding``: the most frames that were ever out at once."""
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
+        self.outstanding = 0
+        self.max_outstanding = 0
+        self._cond = threading.Condition()
+
+    def take(self, timeout_s: float, stop: threading.Event) -> bool:
+        """One credit (True), or False when ``stop`` was set first. Raises ReplayError when no
+        verdict gave a credit back within ``timeout_s``."""
+        give_up = time.monotonic() + timeout_s
+        with self._cond:
+            while self.outstanding >= self.window:
+                if stop.is_set():
+                    return False
+                if time.monotonic() >= give_up:
+                    raise ReplayError(f"no verdict came back for {timeout_s:g} s (credit-based pacing)")
+                self._cond.wait(SEND_SLICE_S)
+            self.outstanding += 1
+            self.max_outstanding = max(self.max_outstanding, self.outstanding)
+            return not stop.is_set()
+
+    def give(self) -> None:
+        with self._cond:
+            self.outstanding = max(0, self.outstanding - 1)
+            self._cond.notify()
+
+
+def _send(sock: zmq.Socket, frame: RecordedFrame, deadline_ms: float | None, session: int, endpoint: str, timeout_s: float,
           stop: threading.Event) -> bool:
     """Send one frame, blocking at most ``timeout_s`` in slices of SEND_SLICE_S (the socket's
     SNDTIMEO) so that ``stop`` ends a blocked send. True = sent, False = stopped first. Raises
     ReplayError when no receiver took it in time."""
-    header = _restamp(frame.header, time.time_ns(), deadline_ms)
+    header = _restamp(frame.header, time.time_ns(), deadline_ms, session)
     parts = [wire.encode_header(header), frame.payload]
     give_up = time.monotonic() + timeout_s
     while not stop.is_set():

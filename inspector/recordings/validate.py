@@ -3,7 +3,7 @@
     inspector validate --recording FILE (--engine FILE [--calibration FILE] [--backend B] | --config FILE)
                        [--config FILE2 | --config2 FILE2 | --calibration2 FILE2 | --engine2 FILE2]
                        [--json FILE] [--report DIR] [--speed X | --max] [--deadline-ms D]
-                       [--timeout S] [--start-timeout S]
+                       [--timeout S] [--start-timeout S] [--allow-truncated]
 
 For each configuration (A, and B when a second one is given) this module
 
@@ -16,15 +16,18 @@ For each configuration (A, and B when a second one is given) this module
 2. starts ``inspector serve`` as a subprocess, SUBscribes to its verdict PUB and waits (bounded)
    for a heartbeat with ``ready = true``;
 3. replays the recording into the daemon's frame endpoint with :func:`inspector.recordings.replay.replay`
-   in-process (as fast as the daemon takes frames by default, or at ``speed`` x the recorded
-   timing) and collects verdicts until every replayed frame has one, or ``timeout_s`` after the
-   last frame was sent, or the daemon died;
+   in-process, credit-based (at most a batch plus a waiting batch of frames without a verdict, so
+   frames never wait on the replay's haste: the verdicts measure the model, not the replay), as
+   fast as that allows by default or at most at ``speed`` x the recorded timing, and collects
+   verdicts until every replayed frame has one, or ``timeout_s`` after the last frame was sent, or
+   the daemon died;
 4. sends SIGTERM, keeps collecting while the daemon drains (verdicts it publishes then still
    count), and reads its summary.
 
 Frames are matched to verdicts by (camera_id, seq), in recording order for repeated keys.
 ``sequence_gap`` verdicts (a recording with holes in ``seq``) are counted apart, never matched to a
-frame. A frame without a verdict is ``missing`` and makes the exit status 1.
+frame. A frame without a verdict is ``missing`` and makes the exit status 1; so does a truncated
+recording (``complete: false``; ``--allow-truncated`` accepts the frames before the cut).
 
 Modules: :mod:`~inspector.recordings.validation_setup` (the frames, the configurations and their
 TOML), :mod:`~inspector.recordings.validation_run` (one run: the daemon process, replay,
@@ -80,12 +83,15 @@ def _as_spec(config: str | Path | RunSpec | dict[str, Any]) -> RunSpec:
 
 def validate_runs(recording: str | Path, specs: list[RunSpec], *, speed: float | None = None, max_rate: bool = True,
                   deadline_ms: float | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                  start_timeout_s: float = DEFAULT_START_TIMEOUT_S, log_dir: str | Path | None = None) -> dict[str, Any]:
+                  start_timeout_s: float = DEFAULT_START_TIMEOUT_S, log_dir: str | Path | None = None,
+                  allow_truncated: bool = False) -> dict[str, Any]:
     """Validate ``recording`` with one (A) or two (A, B) configurations, one after the other.
 
     Returns run A's result at the top level (see :func:`summarise` and :func:`run_result`) plus
     ``format``, ``recording`` and ``complete`` (every frame of every run has a verdict, the
-    replays ran through, no run timed out and no daemon died); with B also ``b`` (B's result,
+    replays ran through, no run timed out, no daemon died, and the recording is not truncated
+    unless ``allow_truncated``: a cut recording lacks frames, which is never a complete result);
+    with B also ``b`` (B's result,
     same keys) and ``changed`` (see :func:`changed_frames`) with ``n_changed``. ``log_dir``: keep the daemons' logs there
     (``daemon-A.log``...). Raises RecordingError (bad recording), ValidationError / ConfigError
     (unusable configuration, daemon did not start), ValueError (bad arguments)."""
@@ -109,7 +115,10 @@ def validate_runs(recording: str | Path, specs: list[RunSpec], *, speed: float |
         result["changed"] = changed_frames(results[0], results[1])
         result["n_changed"] = len(result["changed"])
     result["complete"] = all(r["missing"] == 0 and not (r["replay_error"] or r["timed_out"] or r["daemon_died"])
-                             for r in results)
+                             for r in results) and (allow_truncated or not description["truncated"])
+    if description["truncated"]:
+        log.error("%s is truncated (%s): the frames after the cut are not validated%s", recording,
+                  description["truncation"], "" if allow_truncated else "; complete = false")
     return result
 
 
@@ -128,19 +137,21 @@ def _keep_log(path: Path, log_dir: str | Path | None) -> str:
 
 def validate(recording: str | Path, config_path: str | Path | RunSpec | dict[str, Any], *, speed: float | None = None,
              max_rate: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S, deadline_ms: float | None = None,
-             start_timeout_s: float = DEFAULT_START_TIMEOUT_S, log_dir: str | Path | None = None) -> dict[str, Any]:
+             start_timeout_s: float = DEFAULT_START_TIMEOUT_S, log_dir: str | Path | None = None,
+             allow_truncated: bool = False) -> dict[str, Any]:
     """Validate ``recording`` with one configuration: a daemon config file (its sockets are
     replaced by free loopback ports), a config dict, or a RunSpec (:func:`spec_from_engine`).
     ``speed``: replay at that multiple of the recorded timing (default: as fast as the daemon takes
     frames). ``deadline_ms``: override every frame's deadline (capture + D ms). ``timeout_s``:
     longest wait for verdicts after the last frame was sent. See :func:`validate_runs`."""
     return validate_runs(recording, [_as_spec(config_path)], speed=speed, max_rate=max_rate and speed is None,
-                         deadline_ms=deadline_ms, timeout_s=timeout_s, start_timeout_s=start_timeout_s, log_dir=log_dir)
+                         deadline_ms=deadline_ms, timeout_s=timeout_s, start_timeout_s=start_timeout_s, log_dir=log_dir,
+                         allow_truncated=allow_truncated)
 
 
 def exit_status(result: dict[str, Any]) -> int:
     """0 when every frame of every run got a verdict in time (no timeout, no replay failure, no
-    daemon death), 1 otherwise."""
+    daemon death) and the recording was whole (or truncation allowed), 1 otherwise."""
     return 0 if result.get("complete") else 1
 
 
@@ -171,7 +182,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="DIR", help="write validation.json, report.md, scores.png and daemon logs")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=_positive_float, help="replay at X times the recorded timing")
-    pace.add_argument("--max", action="store_true", help="replay as fast as the daemon takes frames (default)")
+    pace.add_argument("--max", action="store_true", help="replay as fast as the daemon judges frames (default; "
+                      "credit-based: at most a batch plus a waiting batch without a verdict)")
+    parser.add_argument("--allow-truncated", action="store_true",
+                        help="a truncated recording may still be complete (its frames before the cut); exit 0")
     parser.add_argument("--deadline-ms", type=_positive_float, metavar="D",
                         help="deadline of every frame = replayed capture + D ms (default: the recorded deadlines)")
     parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
@@ -214,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = validate_runs(args.recording, specs, speed=args.speed, max_rate=args.speed is None,
                                deadline_ms=args.deadline_ms, timeout_s=args.timeout, start_timeout_s=args.start_timeout,
-                               log_dir=args.report)
+                               log_dir=args.report, allow_truncated=args.allow_truncated)
     except RecordingError as exc:
         raise ValidationError(f"unusable recording: {exc}") from None
     finally:

@@ -23,6 +23,7 @@ from inspector.recordings.validation_setup import (BIND_ATTEMPTS, DEFAULT_START_
                                                   RunSpec, ValidationError, _run_config, dump_toml)
 
 from inspector.line.processes import Child, inspector_command
+from inspector.recordings.replay import Credits
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class _Collector:
     repeated keys. ``sequence_gap`` verdicts are counted apart; a verdict for no known frame is
     ``unexpected``; more verdicts than frames for a key are ``duplicates``."""
 
-    def __init__(self, frames: list[ExpectedFrame]) -> None:
+    def __init__(self, frames: list[ExpectedFrame], credits: Credits | None = None) -> None:
+        self.credits = credits  # given back per frame answered (credit-based replay pacing)
         self.waiting: dict[tuple[str, int], deque[int]] = {}
         for f in frames:
             self.waiting.setdefault(f.key, deque()).append(f.index)
@@ -90,6 +92,8 @@ class _Collector:
         if queue:
             self.verdicts[queue.popleft()] = message
             self.matched.add(key)
+            if self.credits is not None:
+                self.credits.give()
         elif key in self.matched:
             self.duplicates += 1
         else:
@@ -131,6 +135,15 @@ def _wait_ready(daemon: _DaemonProcess, sub: zmq.Socket, collector: _Collector, 
                                   f"its log ends:\n{tail}")
     state = "no heartbeat at all" if collector.last_ready is None else "heartbeats say ready = false"
     raise ValidationError(f"the daemon was not ready within {timeout_s:g} s ({state}); its log ends:\n{daemon.log_tail()}")
+
+
+def credit_window(config: dict[str, Any]) -> int:
+    """Frames the replay may have without a verdict: at most a batch plus the queue, i.e. one batch
+    being judged and one waiting (``max_batch + min(max_queue, max_batch)``), so that frames never
+    wait on the replay's haste and the verdicts measure the model, not the replay."""
+    batch = int(config.get("engine", {}).get("max_batch", 8))
+    queue = int(config.get("overload", {}).get("max_queue", 64))
+    return batch + min(queue, batch)
 
 
 @dataclass
@@ -238,15 +251,16 @@ def _run_daemon(recording: str | Path, frames: list[ExpectedFrame], config: dict
     sub = transport.verdict_subscriber(context, config["daemon"]["verdicts"])
     daemon = _DaemonProcess(config_path, workdir / f"daemon-{name}.log")
     stop_replay = threading.Event()
+    credits = Credits(credit_window(config))
     try:
-        collector = _Collector(frames)
+        collector = _Collector(frames, credits)
         started = time.monotonic()
         _wait_ready(daemon, sub, collector, start_timeout_s)
         log.info("daemon %s ready after %.1f s; replaying %d frames", name, time.monotonic() - started, len(frames))
         box: dict[str, Any] = {}
         thread = _replay_in_thread(Path(recording), config["daemon"]["frames"], box, stop_replay,
                                    speed=1.0 if speed is None else speed, max_rate=max_rate, deadline_ms=deadline_ms,
-                                   send_timeout_s=REPLAY_SEND_TIMEOUT_S)
+                                   send_timeout_s=REPLAY_SEND_TIMEOUT_S, credits=credits)
         timed_out, died = _collect(daemon, sub, collector, frames, thread, box, timeout_s)
         stop_replay.set()  # a replay still running (the daemon died) stops at its next frame
         thread.join(REPLAY_SEND_TIMEOUT_S + 5.0)

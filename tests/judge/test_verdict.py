@@ -176,6 +176,19 @@ def test_overload_policies():
     assert newest.drain_all() == [0, 1, 2] and len(newest) == 0
 
 
+def test_the_queue_is_bounded_in_bytes_too():
+    oldest = MicroBatcher(8, 0.01, 100, "reject_oldest", max_bytes=1000)
+    assert [oldest.add(i, 0.0, nbytes=300) for i in range(3)] == [[], [], []]
+    assert oldest.add(3, 0.0, nbytes=500) == [0, 1]        # the oldest go until the new one fits
+    assert list(oldest.items()) == [2, 3] and oldest.queued_bytes == 800
+    assert oldest.add(4, 0.0, nbytes=1001) == [4]           # never fits: refused, nothing else dropped
+    assert oldest.take_batch(0.0)[0] == [2, 3] and oldest.queued_bytes == 0
+    newest = MicroBatcher(8, 0.01, 100, "reject_newest", max_bytes=1000)
+    newest.add(0, 0.0, nbytes=900)
+    assert newest.add(1, 0.0, nbytes=200) == [1] and newest.queued_bytes == 900
+    assert newest.drain_all() == [0] and newest.queued_bytes == 0
+
+
 @pytest.mark.parametrize("kwargs", [dict(max_batch=0), dict(max_queue=0), dict(policy="drop_all"), dict(max_wait_s=-1.0)])
 def test_batcher_rejects_bad_settings(kwargs):
     args = dict(max_batch=4, max_wait_s=0.01, max_queue=8, policy="reject_oldest") | kwargs

@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from inspector.engine import EngineResult
 from inspector.line import wire
-from inspector.judge.profile import inspection_identity
+from inspector.line.config import config_from_dict
+from inspector.line.daemon import Daemon
+from inspector.judge.profile import inspection_identity, save_profile
 from conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,12 +150,12 @@ def make_push(context: zmq.Context, endpoint: str) -> zmq.Socket:
 
 
 def send(push: zmq.Socket, camera: str, seq: int, image: np.ndarray, *, label: str | None = None,
-         deadline_s: float | None = 10.0, deadline_ns: int | None = None) -> None:
+         deadline_s: float | None = 10.0, deadline_ns: int | None = None, session: int = 0) -> None:
     now = time.time_ns()
     if deadline_ns is None:
         deadline_ns = 0 if deadline_s is None else now + int(deadline_s * 1e9)
     header = wire.FrameHeader(camera_id=camera, seq=seq, part_id=f"P{seq}", capture_ns=now, deadline_ns=deadline_ns,
-                              shape=(), pixel_format="bgr8", label=label)
+                              shape=(), pixel_format="bgr8", label=label, session=session)
     wire.send_frame(push, header, image)
 
 
@@ -234,3 +237,88 @@ def close_all(proc: subprocess.Popen, push: zmq.Socket, listener: "Listener", co
     push.close(0)
     listener.close()
     context.term()
+
+
+# ------------------------------------------------------------------------------------------ in process
+FAKE_SHA = "a" * 64
+
+
+class ScriptedEngine:
+    """Engine double: pixel [0, 0, 0] of each image scripts the result. 255: the call raises;
+    254: NaN score; 253: block until ``gate`` is set (``entered`` tells that it is blocked);
+    252: sleep 0.3 s, score 0.1; anything else v: score v / 100."""
+
+    backend = "onnxruntime"
+    image_size = (8, 8)
+    manifest = {"engine_sha256": FAKE_SHA, "image_size": [8, 8], "precision": "fp32"}
+
+    def __init__(self) -> None:
+        self.gate, self.entered = threading.Event(), threading.Event()
+        self.calls: list[int] = []
+        self.rois: list = []  # the rois argument of each call
+
+    def infer(self, images, pixel_formats, want_maps=False, rois=None):
+        codes = [int(image[0, 0, 0]) for image in images]
+        self.calls.append(len(images))
+        self.rois.append(rois)
+        if 255 in codes:
+            raise RuntimeError("scripted engine failure")
+        if 253 in codes:
+            self.entered.set()
+            self.gate.wait(10)
+        if 252 in codes:
+            time.sleep(0.3)
+        scores = np.array([np.nan if c == 254 else 0.1 if c == 252 else c / 100 for c in codes], np.float32)
+        return EngineResult(scores, np.zeros((len(images), 8, 8), np.float32) if want_maps else None)
+
+    def close(self) -> None:
+        pass
+
+
+def coded(value: int) -> np.ndarray:
+    return np.full((8, 8, 3), value, np.uint8)
+
+
+class InProcess:
+    """A Daemon with a ScriptedEngine in a thread, on inproc sockets of a shared context."""
+
+    def __init__(self, tmp_path: Path, **overrides) -> None:
+        manifest = {**ScriptedEngine.manifest}
+        save_profile(tmp_path / "p.json", profile_dict(manifest, 0.5))
+        name = f"d{time.monotonic_ns()}"
+        sections = {
+            "daemon": {"frames": f"inproc://{name}-frames", "verdicts": f"inproc://{name}-verdicts", "heartbeat_ms": 50,
+                       "drain_ms": 300, "log_format": "text"},
+            "engine": {"path": "engine.onnx", "max_batch": 4, "max_wait_ms": 200.0},
+            "defaults": {"calibration": "p.json", "deadline_ms": 60000.0},
+            "overload": {"max_queue": 64, "policy": "reject_oldest"}}
+        for section, values in overrides.items():
+            sections[section] = {**sections.get(section, {}), **values}
+        self.config = config_from_dict(sections, base_dir=tmp_path)
+        self.engine = ScriptedEngine()
+        self.context = zmq.Context()
+        self.stop_event = threading.Event()
+        self.daemon = Daemon(self.config, self.engine, stop_event=self.stop_event, context=self.context)
+        self.summary: dict | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.listener = Listener(self.context, self.config.daemon.verdicts)
+        self.thread.start()
+        self.listener.wait_ready_heartbeat(10)
+        self.push = make_push(self.context, self.config.daemon.frames)
+
+    def _run(self) -> None:
+        self.summary = self.daemon.serve()
+
+    def stop(self) -> dict:
+        self.stop_event.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+        return self.summary
+
+    def close(self) -> None:
+        self.engine.gate.set()
+        self.stop_event.set()
+        self.thread.join(10)
+        self.push.close(0)
+        self.listener.close()
+        self.context.destroy(linger=0)

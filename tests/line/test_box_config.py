@@ -105,6 +105,17 @@ def test_check_config_catches_a_daemon_camera_no_gateway_writes(tmp_path):
         assert proc.returncode == 2 and "no gateway writes camera 'cam1'" in proc.stdout + proc.stderr, command
 
 
+def test_resource_bounds_merge_per_camera_and_no_deadline_exceeds_the_longest(tmp_path):
+    config = load_config(write(tmp_path, BOX.replace('roi = "1,2,30,40"', 'roi = "1,2,30,40"\nmax_pixels = 1000')))
+    assert (config.max_pixels_for("cam0"), config.max_pixels_for("cam1")) == (1000, 4096 * 4096)
+    assert config.overload.max_queue_bytes == 512 * 2**20 and config.defaults.max_deadline_ms == 60_000
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, BOX.replace("fps = 5\n", "fps = 5\nmax_deadline_ms = 800\n")))
+    line = BOX.splitlines().index("deadline_ms = 900") + 2                  # + the inserted line
+    assert info.value.problems == [f"{tmp_path}/inspector.toml:{line} [cameras.cam1] deadline_ms: 900 is longer than "
+                                   "[defaults] max_deadline_ms = 800"]
+
+
 def test_systemd_units_run_the_same_command_lines(tmp_path):
     path = write(tmp_path, BOX)
     specs = layout(load_config(path), path)

@@ -22,12 +22,15 @@ def test_receive_limit_is_the_codecs_largest_part() -> None:
     assert transport.RECEIVE_LIMIT == max(wire.MAX_PAYLOAD_BYTES, wire.MAX_HEADER_BYTES, wire.MAX_MESSAGE_BYTES)
 
 
-def test_every_receiving_socket_is_bounded(ctx: zmq.Context) -> None:
-    pull = transport.frame_pull(ctx, hwm=4)
+def test_every_receiving_socket_is_bounded_by_what_it_can_use(ctx: zmq.Context) -> None:
+    limit = wire.frame_receive_limit(640 * 480)
+    pull = transport.frame_pull(ctx, hwm=4, receive_limit=limit)
     sub = transport.verdict_subscriber(ctx, "tcp://127.0.0.1:1")
     tap = transport.subscriber(ctx, "tcp://127.0.0.1:1", (wire.TOPIC_FRAME,), hwm=transport.TAP_SUB_HWM)
-    for sock, hwm in ((pull, 4), (sub, transport.VERDICT_HWM), (tap, transport.TAP_SUB_HWM)):
-        assert sock.getsockopt(zmq.MAXMSGSIZE) == transport.RECEIVE_LIMIT
+    assert 2 * 640 * 480 * 3 < limit < 2 * 640 * 480 * 3 + 2**17
+    for sock, hwm, most in ((pull, 4, limit), (sub, transport.VERDICT_HWM, wire.MAX_MESSAGE_BYTES),
+                            (tap, transport.TAP_SUB_HWM, transport.RECEIVE_LIMIT)):
+        assert sock.getsockopt(zmq.MAXMSGSIZE) == most
         assert sock.getsockopt(zmq.RCVHWM) == hwm
         assert sock.getsockopt(zmq.LINGER) == 0
         sock.close()

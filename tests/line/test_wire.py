@@ -123,7 +123,7 @@ def test_encode_frame_rejects_bad_images_and_headers():
     _expect("bad_field", wire.encode_frame, _header(seq=-1), np.zeros((4, 4, 3), np.uint8))
     _expect("bad_field", wire.encode_frame, _header(camera_id=""), np.zeros((4, 4, 3), np.uint8))
     _expect("bad_field", wire.encode_frame, _header(part_id="x" * (wire.MAX_STR + 1)), np.zeros((4, 4, 3), np.uint8))
-    _expect("bad_version", wire.encode_frame, _header(schema=2), np.zeros((4, 4, 3), np.uint8))
+    _expect("bad_version", wire.encode_frame, _header(schema=3), np.zeros((4, 4, 3), np.uint8))
     _expect("bad_dtype", wire.encode_frame, _header(dtype="uint16"), np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="jpeg_quality"):
         wire.encode_frame(_header(), np.zeros((4, 4, 3), np.uint8), encoding="jpeg", jpeg_quality=0)
@@ -176,9 +176,10 @@ def test_header_too_large():
 @pytest.mark.parametrize(
     "overrides,reason",
     [
-        ({"schema": 2}, "bad_version"),
+        ({"schema": 3}, "bad_version"),
+        ({"schema": 1}, "bad_version"),             # schema 1 (no session) is refused on the line
         ({"schema": 0}, "bad_version"),
-        ({"schema": "1"}, "bad_version"),
+        ({"schema": "2"}, "bad_version"),
         ({"schema": True}, "bad_version"),
         ({"schema": _DROP}, "bad_version"),
         ({"seq": -1}, "bad_field"),

@@ -115,7 +115,7 @@ def test_verdict_encoding_normalises_numpy_values():
         {"defect_area_px": -3},
         {"camera_id": ""},
         {"label": "l" * 200},
-        {"schema": 2},
+        {"schema": 3},
     ],
 )
 def test_malformed_verdicts_are_refused_on_both_sides(overrides):
@@ -144,7 +144,7 @@ def test_malformed_messages():
     minimal = wire.decode_message([wire.TOPIC_VERDICT, _pack(_verdict_map(label=_DROP, defect_area_px=_DROP))])
     assert minimal.label is None and minimal.defect_area_px is None and minimal.decision == "OK"
 
-    beat = {"schema": 1, "daemon_id": "d", "counter": 1, "sent_ns": 5, "ready": True}
+    beat = {"schema": 2, "daemon_id": "d", "counter": 1, "sent_ns": 5, "ready": True, "epoch": 0}
     assert wire.decode_message([wire.TOPIC_HEARTBEAT, _pack(beat)]) == Heartbeat("d", 1, 5, True)
     for overrides, reason in (({"ready": 1}, "bad_field"), ({"counter": True}, "bad_field"),
                               ({"counter": -1}, "bad_field"), ({"daemon_id": ""}, "bad_field"),

@@ -73,7 +73,7 @@ def _smooth_image(height: int, width: int, channels: int) -> np.ndarray:
 
 def _header_map(**overrides) -> dict:
     fields = {
-        "schema": 1, "camera_id": "cam0", "seq": 3, "part_id": "p", "capture_ns": 10, "deadline_ns": 0,
+        "schema": 2, "camera_id": "cam0", "seq": 3, "session": 9, "part_id": "p", "capture_ns": 10, "deadline_ns": 0,
         "label": None, "source": None, "dtype": "uint8", "pixel_format": "bgr8", "encoding": "raw",
         "shape": [4, 5, 3],
     }
@@ -107,8 +107,9 @@ def _verdict(**overrides) -> Verdict:
 
 def _verdict_map(**overrides) -> dict:
     fields = {
-        "schema": 1, "camera_id": "cam0", "seq": 5, "part_id": "p5", "capture_ns": 1000, "decision": "OK",
+        "schema": 2, "camera_id": "cam0", "seq": 5, "part_id": "p5", "capture_ns": 1000, "decision": "OK",
         "reason": "", "score": 0.1, "threshold": 0.5, "decided_ns": 2000, "label": None, "defect_area_px": None,
+        "session": 9, "epoch": 77,
     }
     fields.update(overrides)
     return {key: value for key, value in fields.items() if value is not _DROP}

@@ -32,7 +32,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 DECISION = {"OK": 1, "REJECT": 2, "FAULT": 3}
 REASON = {"": 0, "score_above_threshold": 1, "defect_area": 2, "deadline_missed": 3, "decode_error": 4,
-          "engine_error": 5, "sequence_gap": 6, "no_calibration": 7, "overload_dropped": 8, "shutdown": 9}
+          "engine_error": 5, "sequence_gap": 6, "no_calibration": 7, "overload_dropped": 8, "shutdown": 9,
+          "sequence_replayed": 10, "unknown_camera": 11}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -211,7 +212,7 @@ def test_burst_larger_than_ring_lands_in_entries_counters_coils_and_log(tmp_path
         sent0.append(daemon.verdict("cam0", seq, decision, reasons[decision], part_id=part, score=score))
     sent1 = [daemon.verdict("cam1", seq, "REJECT", "defect_area") for seq in (0, 1, 2, 5, 6)]  # 3, 4 lost
 
-    wait_until(lambda: plc.globals().verdicts_written == 80, 10, "80 verdicts written")
+    wait_until(lambda: plc.globals().verdicts_written == 82, 10, "80 verdicts + 2 gap FAULTs written")
     wanted_pulses = sum(v.decision != "OK" for v in sent0)
     wait_until(lambda: sum(r["kind"] == "coil" and r["name"] == "reject:0" and r["value"] for r in read_log(tmp_path / "plc.jsonl")) == wanted_pulses,
                10, "reject pulses")
@@ -222,13 +223,17 @@ def test_burst_larger_than_ring_lands_in_entries_counters_coils_and_log(tmp_path
                                     ok_count=sum(v.decision == "OK" for v in sent0),
                                     reject_count=sum(v.decision == "REJECT" for v in sent0),
                                     fault_count=sum(v.decision == "FAULT" for v in sent0), lost_count=0, last_seq=74)
-    assert head1 == mm.CameraHeader(write_count=5, last_decision=2, ok_count=0, reject_count=5, fault_count=0, lost_count=2, last_seq=6)
+    # the seqs that never arrived (3, 4) are FAULT sequence_gap entries in their place, counted as lost
+    assert head1 == mm.CameraHeader(write_count=7, last_decision=2, ok_count=0, reject_count=5, fault_count=2, lost_count=2, last_seq=6)
     g = plc.globals()
-    assert (g.camera_count, g.verdicts_written, g.lost_verdicts, g.fault_causes, g.malformed_messages) == (2, 80, 2, 0, 0)
+    assert (g.camera_count, g.verdicts_written, g.lost_verdicts, g.fault_causes, g.malformed_messages) == (2, 82, 2, 0, 0)
     for n in range(75 - mm.RING_SIZE, 75):  # the ring holds the newest 32
         assert plc.entry(0, n % mm.RING_SIZE) == expected_entry(sent0[n], tag=n + 1), n
-    for n, v in enumerate(sent1):
-        assert plc.entry(1, n) == expected_entry(v, tag=n + 1)
+    ring1 = [plc.entry(1, n) for n in range(7)]
+    assert [(e.seq, e.decision, e.reason, e.tag) for e in ring1] == [
+        (0, 2, 2, 1), (1, 2, 2, 2), (2, 2, 2, 3), (3, 3, 6, 4), (4, 3, 6, 5), (5, 2, 2, 6), (6, 2, 2, 7)]
+    for n, v in zip((0, 1, 2, 5, 6), sent1):
+        assert ring1[n] == expected_entry(v, tag=n + 1)
     assert plc.coils(mm.reject_coil(0), 2) == [False, False]  # every pulse ended
 
     records = read_log(tmp_path / "plc.jsonl")
@@ -242,7 +247,7 @@ def test_burst_larger_than_ring_lands_in_entries_counters_coils_and_log(tmp_path
         header_at = next(i for i, h in enumerate(records) if h["kind"] == "header" and h["camera"] == 0 and h["write_count"] == r["tag"])
         assert header_at > position[id(r)]
     rejects1 = [r["value"] for r in records if r["kind"] == "coil" and r["name"] == "reject:1"]
-    assert rejects1[rejects1.index(True):] == [True, False] * 5  # after the reset-at-connect: 5 pulses
+    assert rejects1[rejects1.index(True):] == [True, False] * 7  # after the reset-at-connect: 5 REJECT + 2 FAULT pulses
 
     assert stop_process(gateway) == 0
     assert plc.status() == {"alive": False, "stop": True, "ready": False}  # a stopped gateway fails closed
@@ -304,19 +309,113 @@ def test_malformed_messages_are_counted_and_gateway_keeps_working(tmp_path, daem
     assert metric(metrics_port, "inspector_gateway_verdicts_written_total") == 1
 
 
-def test_unknown_camera_latches_line_stop_until_the_plc_resets_it(tmp_path, daemon, sim, processes):
+def test_unknown_camera_is_counted_without_a_line_stop_and_a_cleared_line_stop_is_reasserted(tmp_path, daemon, sim, processes):
+    handle, plc = sim
+    processes.append(start_gateway(tmp_path, daemon.endpoint, f"modbus://127.0.0.1:{handle.port}", "--cameras", "cam0",
+                                   "--heartbeat-timeout", "0.4"))
+    wait_alive(daemon, plc)
+    daemon.verdict("cam9", 0, "OK")                         # a camera this gateway does not write
+    daemon.verdict("cam0", 0, "OK")
+    wait_until(lambda: plc.header(0).write_count == 1 and plc.globals().unknown_camera_verdicts == 1, 5, "counted")
+    time.sleep(0.6)
+    assert plc.status() == {"alive": True, "stop": False, "ready": True} and plc.globals().fault_causes == 0
+    daemon.heartbeats.clear()                               # a real cause: the daemon is gone
+    wait_until(lambda: plc.status()["stop"], 5, "line stop after heartbeat loss")
+    plc.write_coil(mm.COIL_LINE_STOP, False)                # another Modbus client clears it
+    assert plc.status()["stop"] is False
+    wait_until(lambda: plc.status()["stop"], 2, "line stop re-asserted while its cause holds")
+
+
+def _replays(daemon: Daemon, done: threading.Event, seq: int) -> None:
+    while not done.wait(0.2):
+        daemon.verdict("cam0", seq, "OK")
+
+
+def test_replayed_seq_is_written_as_fault_latches_a_line_stop_and_a_reset_waits_for_the_cause_to_stop(
+        tmp_path, daemon, sim, processes):
+    """Verdict substitution: an injected good frame with the next seq is judged OK first; the real
+    part's REJECT for the same seq must not be dropped as a duplicate."""
+    handle, plc = sim
+    processes.append(start_gateway(tmp_path, daemon.endpoint, f"modbus://127.0.0.1:{handle.port}", "--cameras", "cam0",
+                                   "--pulse-ms", "5"))
+    wait_alive(daemon, plc)
+    daemon.verdict("cam0", 0, "OK")
+    daemon.verdict("cam0", 1, "OK")                                          # the injected frame, judged first
+    daemon.verdict("cam0", 1, "REJECT", "score_above_threshold")            # the real part
+    wait_until(lambda: plc.header(0).write_count == 3, 5, "all three written")
+    e = plc.entry(0, 2)
+    assert (e.seq, e.decision, e.reason) == (1, DECISION["FAULT"], REASON["sequence_replayed"])
+    wait_until(lambda: plc.status()["stop"], 5, "line stop latched")
+    assert plc.globals().fault_causes == mm.FAULT_SEQUENCE_REPLAYED
+    wait_until(lambda: sum(r["kind"] == "coil" and r["name"] == "reject:0" and r["value"]
+                           for r in read_log(tmp_path / "plc.jsonl")) == 1, 5, "a reject pulse for it")
+    done = threading.Event()
+    replayer = threading.Thread(target=_replays, args=(daemon, done, 1), daemon=True)
+    replayer.start()                                                         # the cause persists
+    try:
+        plc.write_coil(mm.COIL_FAULT_RESET, True)
+        wait_until(lambda: plc.coils(mm.COIL_FAULT_RESET, 1) == [False], 5, "reset acknowledged")
+        time.sleep(0.6)
+        assert plc.status()["stop"] and plc.globals().fault_causes == mm.FAULT_SEQUENCE_REPLAYED
+    finally:
+        done.set()
+        replayer.join(2)
+    time.sleep(2.5)                                                          # quiet for longer than LATCH_QUIET_S
+    plc.write_coil(mm.COIL_FAULT_RESET, True)
+    wait_until(lambda: not plc.status()["stop"], 5, "line stop cleared once the cause stopped")
+    daemon.verdict("cam0", 0, "REJECT", "defect_area", capture_ns=time.time_ns())   # backwards: also a replay
+    wait_until(lambda: plc.status()["stop"], 5, "latched again")
+
+
+def test_out_of_order_arrival_never_over_reports_lost_verdicts(tmp_path, daemon, sim, processes):
     handle, plc = sim
     processes.append(start_gateway(tmp_path, daemon.endpoint, f"modbus://127.0.0.1:{handle.port}", "--cameras", "cam0"))
     wait_alive(daemon, plc)
-    daemon.verdict("cam9", 0, "OK")
-    daemon.verdict("cam0", 0, "OK")
-    wait_until(lambda: plc.status()["stop"], 5, "line stop for an unknown camera")
-    g = plc.globals()
-    assert (g.unknown_camera_verdicts, g.fault_causes) == (1, mm.FAULT_UNKNOWN_CAMERA)
-    wait_until(lambda: plc.header(0).write_count == 1, 5, "cam0 still written")
-    plc.write_coil(mm.COIL_FAULT_RESET, True)  # operator acknowledges
-    wait_until(lambda: not plc.status()["stop"], 5, "line stop cleared by reset")
-    assert plc.coils(mm.COIL_FAULT_RESET, 1) == [False] and plc.globals().fault_causes == 0
+    for seq in (0, 1, 3, 2, 4, 5):                           # 2 arrives after 3
+        daemon.verdict("cam0", seq, "OK")
+    wait_until(lambda: plc.header(0).last_seq == 5, 5, "all written")
+    entries = [r for r in read_log(tmp_path / "plc.jsonl") if r["kind"] == "entry"]
+    assert [(r["seq"], r["reason"]) for r in entries] == [(0, 0), (1, 0), (2, REASON["sequence_gap"]), (3, 0),
+                                                          (2, REASON["sequence_replayed"]), (4, 0), (5, 0)]
+    assert plc.header(0).lost_count == 1 == plc.globals().lost_verdicts   # one seq was late, not two lost
+
+
+def test_gateway_killed_for_3_s_recovers_its_last_seq_from_the_plc(tmp_path, daemon, sim, processes):
+    handle, plc = sim
+    target = f"modbus://127.0.0.1:{handle.port}"
+    gateway = start_gateway(tmp_path, daemon.endpoint, target, "--cameras", "cam0", "--pulse-ms", "5")
+    wait_alive(daemon, plc)
+    for seq in range(5):
+        daemon.verdict("cam0", seq, "OK")
+    wait_until(lambda: plc.header(0).write_count == 5, 5, "first five")
+
+    def plc_events() -> list[str]:
+        return [r["event"] for r in read_log(tmp_path / "plc.jsonl") if r["kind"] == "plc"]
+
+    wait_until(lambda: not handle.program.gateway_lost, 5, "the PLC program sees the gateway's heartbeat")
+    before = len(plc_events())
+    gateway.kill()                                            # kill -9: no last words
+    gateway.wait(5)
+    for seq in range(5, 10):                                  # published while no gateway listens
+        daemon.verdict("cam0", seq, "REJECT", "score_above_threshold")
+    wait_until(lambda: "gateway_lost" in plc_events()[before:], 5, "the PLC program's gateway watch")
+    time.sleep(0.5)
+    processes.append(start_gateway(tmp_path, daemon.endpoint, target, "--cameras", "cam0", "--pulse-ms", "5", name="again"))
+    wait_until(lambda: all(line in (tmp_path / "again.log").read_text() for line in
+                           ("ready: the daemon's heartbeats reach", "connected to PLC")), 30, "subscribed and connected")
+    events = wait_until(lambda: (e := plc_events()[before:]) and "line_run" in e and e, 5, "the gateway back at the PLC")
+    assert events[:2] == ["gateway_lost", "line_stop"] and "gateway_back" in events   # the PLC stopped the line itself
+    daemon.verdict("cam0", 10, "OK")
+    wait_until(lambda: plc.header(0).write_count == 11, 5, "the gap and seq 10 written")
+    records = read_log(tmp_path / "plc.jsonl")
+    entries = [r for r in records if r["kind"] == "entry"]
+    assert [(r["seq"], r["decision"], r["reason"]) for r in entries[5:]] == [
+        (seq, DECISION["FAULT"], REASON["sequence_gap"]) for seq in range(5, 10)] + [(10, DECISION["OK"], 0)]
+    assert plc.header(0).lost_count == 5
+    wait_until(lambda: sum(r["kind"] == "coil" and r["name"] == "reject:0" and r["value"]
+                           for r in read_log(tmp_path / "plc.jsonl")) == 5, 5, "a reject pulse per lost verdict")
+    parts = [r for r in read_log(tmp_path / "plc.jsonl") if r["kind"] == "parts" and r["first"] >= 5]
+    assert [(p["first"], p["last"], p["fate"]) for p in parts] == [(s, s, "reject") for s in range(5, 10)] + [(10, 10, "pass")]
 
 
 def test_plc_outage_backlog_is_written_in_order_after_reconnect(tmp_path, daemon, processes):
@@ -345,20 +444,21 @@ def test_plc_outage_backlog_is_written_in_order_after_reconnect(tmp_path, daemon
     assert b"listening" in simulator.stdout.readline()
     plc = Plc(port)
     try:
-        wait_until(lambda: plc.header(0).write_count == 15, 10, "backlog written after reconnect")
-        g = wait_until(lambda: (b := plc.globals()).verdicts_written == 15 and b, 5, "global block after the backlog")
-        # 20 verdicts met a backlog of 10: the 10 oldest were dropped, counted, and latched a line stop
-        assert (g.verdicts_written, g.backlog_dropped, g.plc_reconnects) == (15, 10, 1)
+        wait_until(lambda: plc.header(0).write_count == 16, 10, "backlog written after reconnect")
+        g = wait_until(lambda: (b := plc.globals()).verdicts_written == 16 and b, 5, "global block after the backlog")
+        # 20 verdicts met a backlog of 10: the 10 oldest were dropped, counted, latched a line stop, and
+        # their seqs are one FAULT sequence_gap entry (at seq 14) that stands for all of them
+        assert (g.verdicts_written, g.backlog_dropped, g.plc_reconnects, g.lost_verdicts) == (16, 10, 1, 10)
         assert g.fault_causes == mm.FAULT_BACKLOG_OVERFLOW and plc.status()["stop"] is True
         for v in sent[10:]:
-            n = v.seq - 10  # write index of this verdict
+            n = v.seq - 9  # write index of this verdict
             assert plc.entry(0, n % mm.RING_SIZE) == expected_entry(v, tag=n + 1)
         header = plc.header(0)
-        assert (header.ok_count, header.reject_count, header.last_seq) == (5 + 5, 5, 24)
+        assert (header.ok_count, header.reject_count, header.fault_count, header.last_seq) == (5 + 5, 5, 1, 24)
     finally:
         plc.close()
     records = read_log(log)
-    assert [r["seq"] for r in records if r["kind"] == "entry"] == list(range(5)) + list(range(15, 25))
+    assert [r["seq"] for r in records if r["kind"] == "entry"] == list(range(5)) + list(range(14, 25))
     assert not any(r["kind"] == "coil" and r["name"].startswith("reject") and r["value"] for r in records)  # no late pulses
 
 

@@ -134,6 +134,24 @@ def test_cli_record_from_folder_then_replay_one_camera(tmp_path: Path, ctx: zmq.
     assert proc.returncode == 2 and "not an MCAP file" in stderr
 
 
+def test_cli_replay_of_a_truncated_recording_exits_non_zero_unless_allowed(tmp_path: Path, ctx: zmq.Context) -> None:
+    whole, cut, stub = tmp_path / "whole.mcap", tmp_path / "cut.mcap", tmp_path / "stub.mcap"
+    write_frames(whole, 12, chunk_size=3000)                    # ~1 frame per chunk: a cut keeps what is before it
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    stub.write_bytes(data[:200])                                # not even one complete chunk
+    pull, endpoint = _pull(ctx)
+    for args, status in (((), 1), (("--allow-truncated",), 0)):
+        proc = start_cli("replay", str(cut), "--connect", endpoint, "--max", *args)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+        summary = json.loads(stdout)
+        assert proc.returncode == status and summary["truncated"] is True and 0 < summary["sent"] < 12, stderr
+        assert [wire.decode_frame(pull.recv_multipart())[0].seq for _ in range(summary["sent"])] == list(range(summary["sent"]))
+    proc = start_cli("replay", str(stub), "--connect", endpoint, "--max", "--allow-truncated")
+    stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+    assert proc.returncode == 1 and json.loads(stdout)["sent"] == 0 and "nothing was sent" in stderr
+
+
 # ------------------------------------------------------------------------------------------
 # live recording (`inspector record --connect`) against a tap the test drives
 # ------------------------------------------------------------------------------------------

@@ -150,6 +150,8 @@ def test_validate_ab_through_real_daemons(setup, tmp_path):
     check_run(result, setup.frames, setup.scores, setup.threshold_a)
     check_run(result["b"], setup.frames, setup.scores, setup.threshold_b)
     assert result["complete"] is True
+    for run in (result, result["b"]):   # credit-based pacing: never more frames out than a batch + a waiting one
+        assert run["replay"]["credit_window"] == 16 and 1 <= run["replay"]["max_outstanding"] <= 16
 
     # changed = exactly the frames whose decision differs between the two thresholds
     expected = [(f.header.seq, expected_decision(s, setup.threshold_a), expected_decision(s, setup.threshold_b))
@@ -266,6 +268,7 @@ def test_truncated_recording_validates_the_frames_before_the_cut(setup, tmp_path
     assert 0 < len(kept) < len(setup.frames)
     result = validate(cut, spec_from_engine(setup.engine, setup.profile), deadline_ms=60000.0, timeout_s=30)
     assert result["recording"]["truncated"] is True and result["recording"]["truncation"]
+    assert result["complete"] is False and exit_status(result) == 1        # frames are missing: never complete
     assert result["n"] == len(kept) and result["missing"] == 0 and result["sent"] == len(kept)
     assert [(r["seq"], r["part_id"]) for r in result["frames"]] == [(f.header.seq, f.header.part_id) for f in kept]
     np.testing.assert_allclose([r["score"] for r in result["frames"]], setup.scores[: len(kept)], rtol=1e-5, atol=1e-6)
