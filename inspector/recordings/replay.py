@@ -27,7 +27,7 @@ from typing import Any
 
 import zmq
 
-from inspector.line import transport, wire
+from inspector.line import keys, transport, wire
 from inspector.recordings.recording import RecordedFrame, open_recording
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument("--send-timeout", type=float, default=10.0, metavar="S",
                         help="give up when a frame cannot be sent for S seconds (default 10)")
+    keys.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         summary = replay(
             args.file, args.connect, speed=args.speed, max_rate=args.max, deadline_ms=args.deadline_ms,
             cameras=cameras, max_frames=args.max_frames, send_timeout_s=args.send_timeout, stop=stop,
+            curve=keys.from_arguments(args),
         )
     finally:
         for signum, handler in previous.items():
@@ -91,9 +93,11 @@ def _wait_until(target: float, stop: threading.Event) -> None:
         stop.wait(min(remaining, SLEEP_SLICE_S))
 
 
-def _push_socket(context: zmq.Context, endpoint: str, sndhwm: int, send_timeout_s: float, linger_ms: int) -> zmq.Socket:
+def _push_socket(context: zmq.Context, endpoint: str, sndhwm: int, send_timeout_s: float, linger_ms: int,
+                 curve: transport.ClientCurve | None = None) -> zmq.Socket:
     slice_ms = int(min(send_timeout_s, SEND_SLICE_S) * 1000)
-    return transport.frame_push(context, endpoint, hwm=sndhwm, send_timeout_ms=slice_ms, linger_ms=linger_ms)
+    return transport.frame_push(context, endpoint, hwm=sndhwm, send_timeout_ms=slice_ms, linger_ms=linger_ms,
+                                curve=curve)
 
 
 def replay(
@@ -110,8 +114,10 @@ def replay(
     linger_ms: int = 2000,
     stop: threading.Event | None = None,
     context: zmq.Context | None = None,
+    curve: transport.ClientCurve | None = None,
 ) -> dict[str, Any]:
-    """Push the frames of recording ``path`` to ``endpoint`` (see module doc).
+    """Push the frames of recording ``path`` to ``endpoint`` (see module doc); a CURVE client
+    with ``curve`` (docs/security.md).
 
     ``speed`` > 0 scales the recorded timing (ignored with ``max_rate``). ``cameras``: only
     these. ``max_frames``: stop after that many. ``stop``: an Event that ends the replay early.
@@ -131,7 +137,7 @@ def replay(
     stop = stop or threading.Event()
     own_context = context is None
     context = context or zmq.Context()
-    sock = _push_socket(context, endpoint, sndhwm, send_timeout_s, linger_ms)
+    sock = _push_socket(context, endpoint, sndhwm, send_timeout_s, linger_ms, curve)
     sent: dict[str, int] = {}
     late, max_lag = 0, 0.0
     started = time.monotonic()

@@ -22,8 +22,8 @@ import numpy as np
 import zmq
 
 from inspector.line import wire
-from inspector.judge.profile import inspection_identity
-from conftest import wait_until
+from inspector.judge.profile import inspection_identity, save_profile
+from conftest import SITE_PUBLIC, site_key, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE_FORMAT = "inspector.calibration/1"
@@ -38,15 +38,28 @@ def profile_dict(manifest: dict, image: float, *, camera=None, pixel=None, area=
             "thresholds": {"image": image, "pixel": pixel, "min_defect_area": area}}
 
 
+def save_signed(path: Path, data: dict) -> Path:
+    """``save_profile`` signed with the run's site key (what ``inspector calibrate`` does)."""
+    return save_profile(path, data, signing_key=site_key())
+
+
+TRUST = {"keys": [str(SITE_PUBLIC)]}   # [trust] of the test daemons: the run's site key
+
+
 def toml_value(value) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):
+        return json.dumps(value)
     return repr(value)
 
 
 def write_toml(path: Path, sections: dict[str, dict]) -> Path:
+    """A daemon config; one with a ``daemon`` section and no ``trust`` gets :data:`TRUST`."""
+    if "daemon" in sections and "trust" not in sections:
+        sections = {**sections, "trust": TRUST}
     lines = []
     for name, body in sections.items():
         lines.append(f"[{name}]")

@@ -15,8 +15,8 @@ import zmq
 from inspector.line.config import config_from_dict
 from inspector.line.daemon import Daemon
 from inspector.engine import EngineResult
-from inspector.judge.profile import save_profile
-from daemon_helpers import Listener, by_key, make_push, profile_dict, send
+
+from daemon_helpers import TRUST, Listener, by_key, make_push, profile_dict, save_signed, send
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -64,14 +64,14 @@ class InProcess:
 
     def __init__(self, tmp_path: Path, **overrides) -> None:
         manifest = {**ScriptedEngine.manifest}
-        save_profile(tmp_path / "p.json", profile_dict(manifest, 0.5))
+        save_signed(tmp_path / "p.json", profile_dict(manifest, 0.5))
         name = f"d{time.monotonic_ns()}"
         sections = {
             "daemon": {"frames": f"inproc://{name}-frames", "verdicts": f"inproc://{name}-verdicts", "heartbeat_ms": 50,
                        "drain_ms": 300, "log_format": "text"},
             "engine": {"path": "engine.onnx", "max_batch": 4, "max_wait_ms": 200.0},
             "defaults": {"calibration": "p.json", "deadline_ms": 60000.0},
-            "overload": {"max_queue": 64, "policy": "reject_oldest"}}
+            "overload": {"max_queue": 64, "policy": "reject_oldest"}, "trust": TRUST}
         for section, values in overrides.items():
             sections[section] = {**sections.get(section, {}), **values}
         self.config = config_from_dict(sections, base_dir=tmp_path)
@@ -162,8 +162,8 @@ def test_stuck_engine_overload_newest_deadline_sweep_and_shutdown(tmp_path):
 
 def test_the_cameras_roi_reaches_the_engine_and_a_profile_calibrated_without_it_is_refused(tmp_path):
     manifest = {**ScriptedEngine.manifest}
-    save_profile(tmp_path / "roi.json", {**profile_dict(manifest, 0.5, camera="cam0"), "roi": {"rect": [1, 2, 3, 4]}})
-    save_profile(tmp_path / "whole.json", profile_dict(manifest, 0.5, camera="cam1"))
+    save_signed(tmp_path / "roi.json", {**profile_dict(manifest, 0.5, camera="cam0"), "roi": {"rect": [1, 2, 3, 4]}})
+    save_signed(tmp_path / "whole.json", profile_dict(manifest, 0.5, camera="cam1"))
     line = InProcess(tmp_path, cameras={"cam0": {"calibration": "roi.json", "roi": "1,2,3,4"},
                                         "cam1": {"calibration": "whole.json", "roi": "0,0,4,4"}})
     try:
