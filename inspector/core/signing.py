@@ -34,6 +34,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .keyfiles import fresh_paths
+
 ALGORITHM = "ed25519"
 PRIVATE_SUFFIX, PUBLIC_SUFFIX = ".signing", ".pub"
 SIGNING_KEY_ENV = "INSPECTOR_SIGNING_KEY"     # default --sign-key of export / calibrate
@@ -162,12 +164,8 @@ def _load_public(path: Path) -> Ed25519PublicKey:
 def make_site_key(folder: str | Path, name: str) -> tuple[Path, Path]:
     """Write a new pair ``folder/NAME.signing`` (0600) + ``folder/NAME.pub``; refuses to overwrite.
     Returns (private path, public path)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    private_path, public_path = folder / f"{name}{PRIVATE_SUFFIX}", folder / f"{name}{PUBLIC_SUFFIX}"
-    for path in (private_path, public_path):
-        if path.exists():
-            raise SignatureError(f"{path} exists; not overwriting a key (delete it first to replace it)")
+    private_path, public_path = fresh_paths(folder, (f"{name}{PRIVATE_SUFFIX}", f"{name}{PUBLIC_SUFFIX}"),
+                                            SignatureError)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from inspector.core.signing import SignatureError, TrustedKeys
-from inspector.line.transport import is_local_endpoint, is_local_host
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
@@ -438,7 +437,9 @@ def config_from_dict(data: dict[str, Any], *, base_dir: str | Path | None = None
             problems.append(f"{location}: {message}")
         raise ConfigError(problems) from None
     config._source = source
-    problems = cross_reference_problems(config, text) + link_security_problems(config, text)
+    from inspector.line.keys import link_security_problems   # CURVE (docs/security.md); keys.py reads Config
+
+    problems = cross_reference_problems(config, text) + link_security_problems(config, locator(config, text))
     if problems:
         raise ConfigError(problems)
     return config
@@ -451,6 +452,14 @@ def _section_line(text: str, section: str) -> int | None:
         if line.startswith("[") and line.split("#", 1)[0].strip().strip("[] ").replace('"', "") == section:
             return number
     return None
+
+
+def locator(config: Config, text: str):
+    """``where(section, key)`` -> ``"FILE:LINE [section] key"`` in the config's text (for messages)."""
+    def where(section: str, key: str) -> str:
+        line = _key_line(text, (*section.split("."), key)) or _section_line(text, section)
+        return f"{config.source}:{line} [{section}] {key}" if line else f"{config.source} [{section}] {key}"
+    return where
 
 
 def cross_reference_problems(config: Config, text: str = "") -> list[str]:
@@ -475,42 +484,6 @@ def cross_reference_problems(config: Config, text: str = "") -> list[str]:
             if camera not in served:
                 problems.append(f"{where(f'cameras.{camera}')} [cameras.{camera}]: no gateway writes camera {camera!r} "
                                 "(add it to the cameras of a [gateways.NAME] section)")
-    return problems
-
-
-def link_security_problems(config: Config, text: str = "") -> list[str]:
-    """Without ``[curve]``: every endpoint the box binds or connects to, and every HTTP server, must
-    be loopback or ipc (anything else lets any machine on the network send frames, read verdicts
-    or pose as the daemon). With ``[curve]``: every camera names its grabber's key and every
-    gateway its own key. Each problem names file, line and key."""
-    def where(section: str, key: str) -> str:
-        line = _key_line(text, (*section.split("."), key)) or _section_line(text, section)
-        return f"{config.source}:{line} [{section}] {key}" if line else f"{config.source} [{section}] {key}"
-
-    problems: list[str] = []
-    if config.curve is None:
-        fix = "add a [curve] section (docs/security.md) or use a loopback address or ipc://"
-        links = [("daemon", key, getattr(config.daemon, key)) for key in ("frames", "verdicts", "tap")]
-        links += [(f"gateways.{name}", "connect", g.connect) for name, g in config.gateways.items()]
-        for section, key, endpoint in links:
-            if endpoint and not is_local_endpoint(endpoint):
-                problems.append(f"{where(section, key)}: {endpoint} is reachable from other machines without "
-                                f"authentication or encryption; {fix}")
-        servers = [("daemon", "health", config.daemon.health)]
-        servers += [(f"gateways.{name}", "metrics", g.metrics) for name, g in config.gateways.items()]
-        for section, key, address in servers:
-            if address and not is_local_host(parse_host_port(address)[0]):
-                problems.append(f"{where(section, key)}: {address} serves metrics to other machines; "
-                                f"without [curve] only a loopback address is allowed ({fix})")
-        return problems
-    for name, camera in config.cameras.items():
-        if not camera.grabber_key:
-            problems.append(f"{where(f'cameras.{name}', 'grabber_key')}: required with [curve]: the certificate "
-                            f"of the grabber that may send camera {name!r}'s frames")
-    for name, gateway in config.gateways.items():
-        if not gateway.key:
-            problems.append(f"{where(f'gateways.{name}', 'key')}: required with [curve]: this gateway's "
-                            "certificate (its secret next to it as KEY_secret)")
     return problems
 
 
@@ -575,26 +548,10 @@ def check_config(path: str | Path) -> list[str]:
         manifest = engine_manifest(config)
     except Exception as exc:  # ManifestError, EngineError, SignatureError, a broken checkpoint...
         return problems + [f"{config.source} [engine] path: engine not usable: {exc}"]
+    from inspector.line.serve import engine_start_problems
+
     problems.extend(check_profiles(config, manifest))
     return problems + engine_start_problems(config)
-
-
-def engine_start_problems(config: Config) -> list[str]:
-    """What ``inspector serve`` would hit opening and warming up the engine (a manifest that does
-    not fit its graph, e.g. an edited stride, fails here and not only at start)."""
-    from inspector.line.serve import StartupError, open_configured_engine, warm_up
-
-    try:
-        engine = open_configured_engine(config)
-    except StartupError as exc:
-        return [f"{config.source} [engine] path: {exc}"]
-    try:
-        warm_up(engine, config.engine.max_batch, want_maps=True)
-    except StartupError as exc:
-        return [f"{config.source} [engine] path: {exc}"]
-    finally:
-        engine.close()
-    return []
 
 
 def print_check(path: str | Path) -> int:

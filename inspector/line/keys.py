@@ -8,6 +8,9 @@ that needs its own secret reads ``NAME.key_secret`` next to it.
 
 From a box config (``[curve]``, ``[cameras.ID] grabber_key``, ``[gateways.NAME] key``):
 
+* :func:`link_security_problems` - what a config may declare: without ``[curve]`` nothing that
+  leaves the machine; with it, a key for every grabber and gateway (run by ``load_config``);
+
 * :func:`server_curve` - the daemon: its key pair; grabber key -> cameras; who may subscribe to
   verdicts (every gateway's key + ``verdict_clients``) and to the tap (``tap_clients``);
 * :func:`grabber_curve`, :func:`gateway_curve` - a client's own pair + the daemon's key it pins.
@@ -26,8 +29,10 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from inspector.line.config import Config
-from inspector.line.transport import ClientCurve, KeyPair, LinkError, LinkGuard, ServerCurve
+from inspector.core.keyfiles import fresh_paths
+from inspector.line.config import Config, parse_host_port
+from inspector.line.transport import (ClientCurve, KeyPair, LinkError, LinkGuard, ServerCurve, is_local_endpoint,
+                                      is_local_host)
 
 SECRET_SUFFIX = "_secret"
 
@@ -73,12 +78,7 @@ def key_pair(path: str | Path) -> KeyPair:
 def make_pair(folder: str | Path, name: str) -> tuple[Path, Path]:
     """Write a new key pair ``folder/NAME.key`` + ``folder/NAME.key_secret`` (mode 0600); refuses to
     overwrite. Returns both paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    public, secret = folder / f"{name}.key", folder / f"{name}.key{SECRET_SUFFIX}"
-    for path in (public, secret):
-        if path.exists():
-            raise KeyFileError(f"{path} exists; not overwriting a key (delete it first to replace it)")
+    public, secret = fresh_paths(folder, (f"{name}.key", f"{name}.key{SECRET_SUFFIX}"), KeyFileError)
     old_umask = os.umask(0o077)
     try:
         zmq.auth.create_certificates(str(folder), name)
@@ -150,6 +150,38 @@ def key_problems(config: Config) -> list[str]:
     except KeyFileError as exc:
         return [f"{config.source} [curve]: {exc}"]
     return []
+
+
+def link_security_problems(config: Config, where=lambda section, key: f"[{section}] {key}") -> list[str]:
+    """Without ``[curve]``: every endpoint the box binds or connects to, and every HTTP server, must
+    be loopback or ipc (anything else lets any machine on the network send frames, read verdicts
+    or pose as the daemon). With ``[curve]``: every camera names its grabber's key and every
+    gateway its own key. ``where(section, key)`` says where a key is (config.locator: file and line)."""
+    problems: list[str] = []
+    if config.curve is None:
+        fix = "add a [curve] section (docs/security.md) or use a loopback address or ipc://"
+        links = [("daemon", key, getattr(config.daemon, key)) for key in ("frames", "verdicts", "tap")]
+        links += [(f"gateways.{name}", "connect", g.connect) for name, g in config.gateways.items()]
+        for section, key, endpoint in links:
+            if endpoint and not is_local_endpoint(endpoint):
+                problems.append(f"{where(section, key)}: {endpoint} is reachable from other machines without "
+                                f"authentication or encryption; {fix}")
+        servers = [("daemon", "health", config.daemon.health)]
+        servers += [(f"gateways.{name}", "metrics", g.metrics) for name, g in config.gateways.items()]
+        for section, key, address in servers:
+            if address and not is_local_host(parse_host_port(address)[0]):
+                problems.append(f"{where(section, key)}: {address} serves metrics to other machines; "
+                                f"without [curve] only a loopback address is allowed ({fix})")
+        return problems
+    for name, camera in config.cameras.items():
+        if not camera.grabber_key:
+            problems.append(f"{where(f'cameras.{name}', 'grabber_key')}: required with [curve]: the certificate "
+                            f"of the grabber that may send camera {name!r}'s frames")
+    for name, gateway in config.gateways.items():
+        if not gateway.key:
+            problems.append(f"{where(f'gateways.{name}', 'key')}: required with [curve]: this gateway's "
+                            "certificate (its secret next to it as KEY_secret)")
+    return problems
 
 
 # ------------------------------------------------------------------------------------------------

@@ -70,6 +70,22 @@ def warm_up(engine: Engine, max_batch: int, want_maps: bool = True) -> float:
     return elapsed
 
 
+def engine_start_problems(config: Config) -> list[str]:
+    """What ``inspector serve`` would hit opening and warming up the engine (a manifest that does
+    not fit its graph, e.g. an edited stride, fails here and not only at start)."""
+    try:
+        engine = open_configured_engine(config)
+    except StartupError as exc:
+        return [f"{config.source} [engine] path: {exc}"]
+    try:
+        warm_up(engine, config.engine.max_batch, want_maps=True)
+    except StartupError as exc:
+        return [f"{config.source} [engine] path: {exc}"]
+    finally:
+        engine.close()
+    return []
+
+
 def run_daemon(config: Config | str | Path, stop_event: threading.Event | None = None, *,
                reload_event: threading.Event | None = None, context: zmq.Context | None = None) -> dict[str, Any]:
     """Load the engine and the profiles, serve until ``stop_event`` is set, drain, return the

@@ -332,8 +332,9 @@ _PROTOCOL_DETAIL = {zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: "no_curve",
 def handshake_failure(event: int, value: int) -> str | None:
     """A socket-monitor event -> why a handshake failed (None: not a failure). ``key_refused``: the
     ZAP handler refused the client's key; ``no_curve``: the peer speaks no CURVE; ``wrong_key``: the
-    client pinned another server key (seen by the server); ``handshake_failed``: the server could
-    not prove the pinned key (seen by a client: a spoofed daemon)."""
+    client pinned another server key (seen by the server); ``handshake_failed``: no detail (seen by
+    a client: the server could not prove the pinned key, i.e. a spoofed daemon; seen by the daemon:
+    usually a peer without CURVE)."""
     reason = _HANDSHAKE_FAILURES.get(event)
     if reason == "protocol":
         return _PROTOCOL_DETAIL.get(value, "protocol_error")

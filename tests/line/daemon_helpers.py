@@ -247,3 +247,22 @@ def close_all(proc: subprocess.Popen, push: zmq.Socket, listener: "Listener", co
     push.close(0)
     listener.close()
     context.term()
+
+
+def extreme_images(tiny_dataset: Path, tiny_engine: Path) -> dict:
+    """The tiny engine's highest- and lowest-scoring test images (``defect``, ``good``), a
+    ``threshold`` between their scores, and the engine's ``manifest``."""
+    import cv2
+
+    from inspector.engine import open_engine
+
+    files = sorted((tiny_dataset / "test").glob("*/*.png"))
+    pictures = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files]
+    engine = open_engine("onnxruntime", str(tiny_engine), threads=1)
+    scores = engine.infer(pictures, ["bgr8"] * len(pictures)).scores
+    manifest = engine.manifest
+    engine.close()
+    high, low = int(np.argmax(scores)), int(np.argmin(scores))
+    assert scores[high] - scores[low] > 1e-3
+    return {"defect": pictures[high], "good": pictures[low], "threshold": float(scores[high] + scores[low]) / 2,
+            "manifest": manifest}
