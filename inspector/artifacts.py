@@ -77,6 +77,22 @@ def run_step(*args: str, cwd: str | Path | None = None) -> None:
         raise BuildError(f"inspector {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
+def use_site_key(folder: Path, say: Callable[[str], None] = print) -> None:
+    """For tools that run ``export`` / ``calibrate`` / ``eval`` as commands: with no site key in the
+    environment (``$INSPECTOR_SIGNING_KEY``), make one in ``folder`` (once, :func:`ensure_site_key`)
+    and put it in this process's environment (the signing key, and its public key among the
+    trusted ones), which the commands inherit."""
+    import os
+
+    from inspector.core.signing import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV
+
+    if os.environ.get(SIGNING_KEY_ENV):
+        return
+    signing, public = ensure_site_key(Path(folder).resolve(), say)
+    os.environ[SIGNING_KEY_ENV] = str(signing)
+    os.environ[TRUSTED_KEYS_ENV] = os.pathsep.join(filter(None, [os.environ.get(TRUSTED_KEYS_ENV), str(public)]))
+
+
 def engine_matches(engine: Path, model: Path, public: Path) -> bool:
     """The engine exists, was exported from this very model (manifest ``model_sha256``) and is
     signed by the key ``public``."""

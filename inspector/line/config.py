@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from inspector.core.signing import SignatureError, TrustedKeys
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
@@ -492,9 +491,12 @@ def cross_reference_problems(config: Config, text: str = "") -> list[str]:
 # ------------------------------------------------------------------------------------------------
 
 
-def trusted_keys(config: Config) -> TrustedKeys:
-    """The keys the config's engine and profiles must be signed by (``[trust] keys``). Raises
-    SignatureError when there is no ``[trust]`` section or a key file is unusable."""
+def trusted_keys(config: Config):
+    """The keys (core.signing.TrustedKeys) the config's engine and profiles must be signed by
+    (``[trust] keys``). Raises SignatureError when there is no ``[trust]`` section or a key file is
+    unusable. (cryptography is imported here, not by every process that reads a config.)"""
+    from inspector.core.signing import SignatureError, TrustedKeys
+
     if config.trust is None:
         raise SignatureError(f"{config.source} [trust] keys: not set: engines and calibration profiles cannot be "
                              "verified, so none is used (docs/security.md: `inspector keys site`)")

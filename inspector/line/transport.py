@@ -52,8 +52,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import recv_monitor_message
 
 from inspector.line import wire
 
@@ -272,6 +270,8 @@ class Gatekeeper:
     handshakes are counted by the server socket's :class:`HandshakeWatch`, not here."""
 
     def __init__(self, context: zmq.Context, curve: ServerCurve) -> None:
+        from zmq.auth.thread import ThreadAuthenticator   # only where a CURVE server runs
+
         self._auth = ThreadAuthenticator(context, log=logging.getLogger("inspector.zap"))
         self._auth.start()
         for domain in (FRAMES_DOMAIN, VERDICTS_DOMAIN, TAP_DOMAIN):
@@ -366,6 +366,8 @@ class HandshakeWatch:
             return sum(self.failures.values())
 
     def _run(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message   # imports asyncio: only where CURVE runs
+
         try:
             while not self._done.is_set():
                 if not self._monitor.poll(100):
@@ -391,7 +393,7 @@ class HandshakeWatch:
         except zmq.ZMQError:
             pass
         self._done.set()
-        self._thread.join(2)
+        self._thread.join(10)   # it closes the monitor socket: a context cannot terminate before
 
 
 class LinkGuard:

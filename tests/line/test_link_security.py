@@ -105,3 +105,21 @@ def test_key_files_bind_grabbers_to_their_cameras_and_bad_files_are_named(tmp_pa
     (keys / "daemon.key_secret").unlink()
     with pytest.raises(KeyFileError, match=r"daemon\.key_secret"):
         key_pair(keys / "daemon.key")
+
+
+def test_client_options_name_the_pinned_server_key_and_the_own_pair(tmp_path):
+    """--curve-server-key / --curve-key (grab, gateway, record, replay): both or neither."""
+    import argparse
+
+    from inspector.line.keys import add_arguments, from_arguments
+
+    for name in ("daemon", "cam0"):
+        make_pair(tmp_path, name)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    curve = from_arguments(parser.parse_args(["--curve-server-key", str(tmp_path / "daemon.key"),
+                                              "--curve-key", str(tmp_path / "cam0.key")]))
+    assert curve.server_key == public_key(tmp_path / "daemon.key") and curve.own == key_pair(tmp_path / "cam0.key")
+    assert from_arguments(parser.parse_args([])) is None
+    with pytest.raises(KeyFileError, match="go together"):
+        from_arguments(parser.parse_args(["--curve-key", str(tmp_path / "cam0.key")]))
