@@ -9,7 +9,9 @@ binds, like the daemon) receives with ``wire.recv_frame`` (decode + checks, zero
 
 * frames/s and MB/s (pixel bytes) over the received frames,
 * one-way latency receive time - capture_ns, p50 / p99 / max in ms (same machine, same clock),
-* lost frames (sequence gaps; PUSH/PULL should lose none).
+* lost frames (sequence gaps; PUSH/PULL should lose none),
+* CPU time per frame, sender + receiver processes together (user + system; less sensitive than
+  wall-clock figures to other jobs sharing the cores).
 
 Two rates: ``max`` (send as fast as the HWM lets: latency then includes queueing in the HWM
 buffers, the worst case of a daemon that cannot keep up) and ``paced`` (``--fps``, e.g. a camera at
@@ -29,7 +31,7 @@ Usage:  python tools/bench_transport.py [--seconds 2] [--sizes 1mp,5mp] [--forma
 Output: a markdown table on stdout; ``--json FILE``: ``{"cases": [case, ...], "settings": {...},
 "machine": {...}}`` with case keys size, width, height, pixel_format, frame_bytes, transport, mode,
 target_fps, security, frames, seconds, frames_per_s, mb_per_s, latency_ms_p50, latency_ms_p99,
-latency_ms_max, lost. Exit status 2 with a message on bad arguments or a failed case (sender died, timeout).
+latency_ms_max, lost, cpu_ms_per_frame. Exit status 2 with a message on bad arguments or a failed case (sender died, timeout).
 """
 
 from __future__ import annotations
@@ -88,14 +90,15 @@ class Case:
 
 # ----------------------------------------------------------------------------------- sender
 def sender_main(endpoint: str, shape: tuple[int, int, int], pixel_format: str, seconds: float,
-                fps: float, hwm: int, curve: transport.ClientCurve | None = None) -> None:
+                fps: float, hwm: int, curve: transport.ClientCurve | None = None, cpu_s=None) -> None:
     """Sender process: PUSH-connect to ``endpoint`` (a CURVE client with ``curve``), send frames of
     ``shape`` for ``seconds`` (after WARMUP_FRAMES), paced at ``fps`` (0: as fast as the HWM lets),
-    then one END frame."""
+    then one END frame. ``cpu_s`` (a shared double): the CPU seconds of sending, start-up excluded."""
     ctx = zmq.Context()
     sock = transport.frame_push(ctx, endpoint, hwm=hwm, send_timeout_ms=SEND_TIMEOUT_MS,
                                 linger_ms=int(STARTUP_ALLOWANCE_S * 1000), curve=curve)
     image = np.random.default_rng(SEED).integers(0, 256, size=shape, dtype=np.uint8)
+    started_cpu = time.process_time()
     period = 1.0 / fps if fps else 0.0
     seq, end_at, next_at = 0, None, time.monotonic()
     while end_at is None or time.monotonic() < end_at:
@@ -112,6 +115,8 @@ def sender_main(endpoint: str, shape: tuple[int, int, int], pixel_format: str, s
                                  deadline_ns=0, shape=tiny.shape, pixel_format=pixel_format), tiny)
     sock.close()  # lingers until the queued frames are delivered
     ctx.term()
+    if cpu_s is not None:
+        cpu_s.value = time.process_time() - started_cpu
 
 
 def _wait_until(next_at: float, period: float) -> float:
@@ -138,11 +143,15 @@ def run_case(case: Case, seconds: float, hwm: int, tmpdir: str, index: int) -> d
     sock = transport.frame_pull(ctx, hwm=hwm, curve=server)
     sock.bind(endpoint_for(case.transport, tmpdir, index))
     endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-    proc = multiprocessing.get_context("spawn").Process(
-        target=sender_main, args=(endpoint, case.shape, case.pixel_format, seconds, case.fps, hwm, client), daemon=True)
+    spawn = multiprocessing.get_context("spawn")
+    sender_cpu = spawn.Value("d", 0.0)
+    proc = spawn.Process(target=sender_main, args=(endpoint, case.shape, case.pixel_format, seconds, case.fps, hwm,
+                                                   client, sender_cpu), daemon=True)
     proc.start()
     try:
+        started_cpu = time.process_time()   # every thread of this process: ZeroMQ's I/O and ZAP threads too
         latencies, arrivals, seqs = _receive(sock, proc, seconds)
+        receiver_cpu = time.process_time() - started_cpu
     finally:
         proc.join(timeout=5)
         if proc.is_alive():
@@ -154,7 +163,9 @@ def run_case(case: Case, seconds: float, hwm: int, tmpdir: str, index: int) -> d
         ctx.term()
     if proc.exitcode not in (0, None):
         raise TransportBenchError(f"{case}: sender exited with status {proc.exitcode}")
-    return summarize(case, latencies, arrivals, seqs)
+    row = summarize(case, latencies, arrivals, seqs)
+    row["cpu_ms_per_frame"] = (receiver_cpu + sender_cpu.value) * 1e3 / (max(seqs) + 2)   # every frame, END included
+    return row
 
 
 def curve_pair() -> tuple[transport.ServerCurve, transport.ClientCurve]:
@@ -257,14 +268,14 @@ def cases_for(args) -> list[Case]:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| frame | format | transport | security | rate | frames/s | MB/s | latency p50 ms | p99 ms | max ms | lost |",
-             "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| frame | format | transport | security | rate | frames/s | MB/s | latency p50 ms | p99 ms | max ms | lost "
+             "| CPU ms/frame |", "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         rate = f"paced {r['target_fps']:g} fps" if r["mode"] == "paced" else "max"
         lines.append(f"| {r['width']}x{r['height']} ({r['size']}) | {r['pixel_format']} | {r['transport']} | "
                      f"{r['security']} | {rate} | "
                      f"{r['frames_per_s']:.1f} | {r['mb_per_s']:.0f} | {r['latency_ms_p50']:.3f} | "
-                     f"{r['latency_ms_p99']:.3f} | {r['latency_ms_max']:.3f} | {r['lost']} |")
+                     f"{r['latency_ms_p99']:.3f} | {r['latency_ms_max']:.3f} | {r['lost']} | {r['cpu_ms_per_frame']:.2f} |")
     return "\n".join(lines)
 
 
