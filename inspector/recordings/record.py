@@ -186,7 +186,8 @@ def record_live(
     were written or ``duration_s`` passed; then (limit stops only) wait up to ``verdict_grace_s``
     for the verdicts of recorded frames. The file is closed cleanly in every case. Returns a
     summary dict (path, n_frames, n_verdicts, cameras, bad_messages, duration_s, stopped_by).
-    ``curve``: subscribe as this CURVE client (the tap and the verdicts; docs/security.md).
+    ``curve``: subscribe as this CURVE client, pinning the daemon's key (the tap and the verdicts;
+    docs/security.md); failed handshakes are logged and counted (``refused_handshakes``).
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {max_frames}")
@@ -196,9 +197,13 @@ def record_live(
     metadata = {"source": tap_endpoint, "source_kind": "live_tap", "verdict_source": verdict_endpoint or ""}
     context = zmq.Context()
     started = time.monotonic()
+    watches: list[transport.HandshakeWatch] = []
     try:
         tap = _subscriber(context, tap_endpoint, wire.TOPIC_FRAME, curve)
         verdicts = _subscriber(context, verdict_endpoint, wire.TOPIC_VERDICT, curve) if verdict_endpoint else None
+        if curve is not None:   # a publisher without the pinned daemon's key: refused, logged, counted
+            watches = [transport.HandshakeWatch(sock, name, _refused) for sock, name in ((tap, "tap"), (verdicts, "verdicts"))
+                       if sock is not None]
         with RecordingWriter(out_path, compression=compression, metadata=metadata, overwrite=overwrite) as writer:
             recorder = _LiveRecorder(writer)
             log.info("recording %s%s -> %s", tap_endpoint, f" + verdicts {verdict_endpoint}" if verdicts else "", out_path)
@@ -206,12 +211,19 @@ def record_live(
             if verdicts is not None and stopped_by != "signal" and verdict_grace_s > 0:
                 _collect_late_verdicts(verdicts, recorder, stop, verdict_grace_s)
     finally:
+        for watch in watches:
+            watch.close()
         context.destroy(linger=0)
     return {
         "path": str(out_path), "source": tap_endpoint, "n_frames": writer.n_frames, "n_verdicts": writer.n_verdicts,
         "cameras": dict(sorted(recorder.cameras.items())), "bad_messages": recorder.bad_messages,
         "duration_s": round(time.monotonic() - started, 3), "stopped_by": stopped_by,
+        "refused_handshakes": sum(watch.total for watch in watches),
     }
+
+
+def _refused(socket: str, reason: str) -> None:
+    log.error("refused the %s publisher (CURVE handshake %s): not the daemon whose key is pinned", socket, reason)
 
 
 def _record_until_stop(

@@ -226,7 +226,8 @@ def test_verdict_substitution_with_another_cameras_key_is_refused(line, keys, im
 def test_a_spoofed_daemon_on_the_verdict_port_is_refused_by_the_gateway(tmp_path, keys):
     """Issue 9: a process bound the verdict port while the daemon was down and cleared the line
     stop with forged heartbeats and OKs. With the daemon's key pinned, the real gateway refuses
-    its handshake: the PLC never sees it alive, no verdict is written, the refusals are counted."""
+    its handshake: the PLC never sees it alive, no verdict is written, the refusals are counted.
+    A recorder pinning the key records nothing from it either."""
     plc_sim = start_sim_in_thread("127.0.0.1", 0)
     plc = PlcClient(plc_sim.port)
     context = zmq.Context()
@@ -253,6 +254,11 @@ def test_a_spoofed_daemon_on_the_verdict_port_is_refused_by_the_gateway(tmp_path
             seq += 1
             time.sleep(0.05)
         assert plc.status()["alive"] is False and plc.header(0).write_count == 0
+        from inspector.recordings.record import record_live   # a recorder pins the daemon's key too
+
+        spy = record_live(f"tcp://127.0.0.1:{port}", tmp_path / "spy.mcap", verdict_endpoint=f"tcp://127.0.0.1:{port}",
+                          duration_s=1.5, verdict_grace_s=0, curve=client(keys, "recorder"))
+        assert spy["n_frames"] == spy["n_verdicts"] == 0 and spy["refused_handshakes"] >= 1
     finally:
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(20)
