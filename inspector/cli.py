@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "line": ("inspector.app", "run a whole box from one config: daemon, gateways, grabbers (supervised)"),
     "demo": ("inspector.demo", "run the whole line locally with embedded defaults"),
     "synth": ("inspector.model.synthetic", "write a synthetic MVTec AD-layout defect data set"),
+    "keys": ("inspector.keys", "make CURVE key pairs for the links and the site key that signs artifacts"),
 }
 
 

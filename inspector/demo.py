@@ -10,6 +10,12 @@
 3. Live progress once a second (frames/s, verdict counts, latency), then a summary checked against
    the PLC's own registers: every frame sent must have exactly one verdict at the PLC.
 
+Security as on a real line (docs/security.md): the engine and the profile are signed with a site
+key made for the demo (``.cache/demo/keys/site.signing``; the daemon's ``[trust]`` lists
+``site.pub``), and every link runs CURVE with key pairs made for the demo in
+``.cache/demo/keys/curve`` (the daemon; cam0 and cam1, each bound to its camera; the gateway; the
+demo's own verdict reader).
+
 JSON summary keys (``--json FILE``): frames_sent, verdicts, verdicts_at_plc, ok, reject, fault,
 false_rejects, escapes, latency_ms_p50, latency_ms_p99 (capture -> PLC write, from the gateway),
 plus per-camera counts, throughput and the artifacts used.
@@ -61,12 +67,33 @@ def prepare_model(args) -> dict:
     recipe = Recipe(product="part", size=int(DEMO_SIZE), n_train=DEMO_TRAIN_IMAGES, n_test_good=40, n_defect=10,
                     seed=7, n_calib_good=80, calib_seed=8, epochs=args.epochs, target_frr=DEMO_TARGET_FRR)
     layout = Layout(data=work / "data", calib=work / "calib", model=work / "model.pt",
-                    engine=Path(args.engines_dir) / "demo.onnx", profile=Path(args.calibration_dir) / "demo.json")
+                    engine=Path(args.engines_dir) / "demo.onnx", profile=Path(args.calibration_dir) / "demo.json",
+                    keys=work / "keys")
     return build(recipe, layout, rebuild=args.rebuild, say=step)
 
 
+CURVE_NAMES = ("daemon", *CAMERAS, "gateway", "demo")
+
+
+def curve_keys(folder: Path) -> Path:
+    """The demo's CURVE key pairs in ``folder`` (made once): NAME.key + NAME.key_secret."""
+    from .line.keys import make_pair
+
+    for name in CURVE_NAMES:
+        if not (folder / f"{name}.key_secret").is_file():
+            (folder / f"{name}.key").unlink(missing_ok=True)
+            make_pair(folder, name)
+    return folder
+
+
+def curve_args(keys: Path, name: str) -> list[str]:
+    """The options of a client of the demo daemon: pin its key, present ``name``'s."""
+    return ["--curve-server-key", str(keys / "daemon.key"), "--curve-key", str(keys / f"{name}.key")]
+
+
 # --------------------------------------------------------------------------- the line
-def write_config(path: Path, artifacts: dict, frames_ep: str, verdicts_ep: str, health: str) -> None:
+def write_config(path: Path, artifacts: dict, frames_ep: str, verdicts_ep: str, health: str, keys: Path) -> None:
+    cameras = "".join(f'\n[cameras.{cam}]\ngrabber_key = "{keys / f"{cam}.key"}"\n' for cam in CAMERAS)
     path.write_text(f"""# written by inspector demo
 [daemon]
 id = "demo"
@@ -90,6 +117,13 @@ calibration = "{Path(artifacts['profile']).resolve()}"
 [overload]
 max_queue = 64
 policy = "reject_oldest"
+{cameras}
+[curve]
+server_key = "{keys / "daemon.key"}"
+verdict_clients = ["{keys / "gateway.key"}", "{keys / "demo.key"}"]
+
+[trust]
+keys = ["{Path(artifacts['trusted_key']).resolve()}"]
 """)
 
 
@@ -112,18 +146,21 @@ def run_line(args, artifacts: dict) -> dict:
     frames_ep, verdicts_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     health = f"127.0.0.1:{free_port()}"
     config = work / "inspector.toml"
-    write_config(config, artifacts, frames_ep, verdicts_ep, health)
+    keys = curve_keys((work / "keys" / "curve").resolve())
+    write_config(config, artifacts, frames_ep, verdicts_ep, health, keys)
 
     sim = start_sim_in_thread("127.0.0.1", 0)
     step(f"simulated PLC (Modbus TCP) on 127.0.0.1:{sim.port}")
-    tap = VerdictCollector(verdicts_ep)
+    from .line.keys import key_pair, public_key
+    from .line.transport import ClientCurve
+    tap = VerdictCollector(verdicts_ep, ClientCurve(key_pair(keys / "demo.key"), public_key(keys / "daemon.key")))
     procs = Processes(work / "logs")
     try:
         procs.start("daemon", "serve", "--config", str(config))
         gateway_stats = work / "gateway_stats.json"
         gateway_stats.unlink(missing_ok=True)
         procs.start("gateway", "gateway", "--connect", verdicts_ep, "--plc", f"modbus://127.0.0.1:{sim.port}",
-                    "--cameras", ",".join(CAMERAS), "--stats", str(gateway_stats))
+                    "--cameras", ",".join(CAMERAS), "--stats", str(gateway_stats), *curve_args(keys, "gateway"))
         if not tap.wait_ready(60, alive=procs.children["daemon"].alive):
             state = "exited early" if not procs.children["daemon"].alive() else "did not become ready in 60 s"
             raise RuntimeError(f"the daemon {state}; see {procs.log_path('daemon')}")
@@ -132,7 +169,7 @@ def run_line(args, artifacts: dict) -> dict:
         for k, cam in enumerate(CAMERAS):
             procs.start(cam, "grab", "--source", f"mvtec:{artifacts['data']}", "--camera", cam,
                         "--connect", frames_ep, "--fps", str(args.fps), "--loop", "--seed", str(k),
-                        "--max-frames", str(args.frames), "--deadline-ms", str(args.deadline_ms))
+                        "--max-frames", str(args.frames), "--deadline-ms", str(args.deadline_ms), *curve_args(keys, cam))
         t0 = time.time()
         last_print, grab_summaries = t0, {}
         expected = None

@@ -1,17 +1,49 @@
 """Shared fixtures: a tiny synthetic data set, a model trained on it through the CLI, and its ONNX
 engine. Session-scoped and built once (about 20-40 s on 2 cores), so end-to-end tests run the real
-pipeline on real (small) artifacts."""
+pipeline on real (small) artifacts.
+
+The run's site key (docs/security.md): :func:`pytest_configure` makes one Ed25519 key pair in a
+temporary folder and exports it as ``INSPECTOR_SIGNING_KEY`` / ``INSPECTOR_TRUSTED_KEYS``, so every
+``inspector export`` and ``calibrate`` the tests run signs with it and ``eval`` / ``validate``
+trust it; daemon configs list :data:`SITE_PUBLIC` in ``[trust] keys`` (see
+``tests/line/daemon_helpers.py``). Tests of refusals make keys of their own.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SIZE = "64"  # model input 64x64 (multiple of 32)
+_KEY_DIR = Path(tempfile.mkdtemp(prefix="inspector-test-keys-"))
+SITE_SIGNING, SITE_PUBLIC = _KEY_DIR / "site.signing", _KEY_DIR / "site.pub"
+
+
+def pytest_configure(config):
+    """The run's site key, in the environment of every subprocess (see the module docstring)."""
+    from inspector.core.signing import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, make_site_key
+
+    if not SITE_SIGNING.exists():
+        make_site_key(_KEY_DIR, "site")
+    os.environ[SIGNING_KEY_ENV] = str(SITE_SIGNING)
+    os.environ[TRUSTED_KEYS_ENV] = str(SITE_PUBLIC)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_KEY_DIR, ignore_errors=True)
+
+
+def site_key():
+    """The run's signing key (core.signing.SigningKey)."""
+    from inspector.core.signing import SigningKey
+    return SigningKey.load(SITE_SIGNING)
 
 
 def run_cli(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

@@ -200,6 +200,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from inspector.artifacts import use_site_key
+    use_site_key(out / "keys")   # export signs, eval verifies (docs/security.md)
     rows = []
     for name, data, extra in read_suite(args):
         print(f"== {name}: {data}", flush=True)

@@ -128,6 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine", type=Path, help="exported ONNX engine (manifest next to it); default: make one")
     p.add_argument("--calibration", type=Path, help="its calibration profile (required with --engine)")
+    p.add_argument("--trusted-keys", type=Path, help="with --engine: the public key they are signed by "
+                                                     "(default $INSPECTOR_TRUSTED_KEYS)")
     p.add_argument("--data", type=Path, help="grabber images: MVTec-layout folder (test/) or an image folder")
     p.add_argument("--cameras", type=_int_list, default=[1, 2, 4], help="camera counts (default 1,2,4)")
     p.add_argument("--fps", type=_float_list, default=[5.0, 10.0, 20.0, 40.0],
@@ -191,12 +193,17 @@ def prepare_artifacts(args) -> dict[str, Path]:
     recipe = Recipe(product="part", size=size, n_train=40, n_test_good=20, n_defect=5, seed=0, n_calib_good=30,
                     calib_seed=1, epochs=args.epochs, target_frr=0.01)
     data = args.data if args.data is not None else ensure_data(recipe, work / f"data_{size}", say=say)
-    if args.engine is not None:
-        return {"engine": args.engine, "calibration": args.calibration, "data": data}
+    if args.engine is not None:   # the daemon verifies them against --trusted-keys (default $INSPECTOR_TRUSTED_KEYS)
+        from inspector.core.signing import trust_paths
+        trusted = trust_paths([args.trusted_keys] if args.trusted_keys else None)
+        if not trusted:
+            raise SystemExit("--engine needs --trusted-keys PATH (or INSPECTOR_TRUSTED_KEYS): the daemon verifies it")
+        return {"engine": args.engine, "calibration": args.calibration, "data": data, "trusted_key": trusted[0]}
     layout = Layout(data=data, calib=work / f"calib_{size}", model=work / f"model_{size}.pt",
-                    engine=work / f"model_{size}.onnx", profile=work / f"profile_{size}.json")
+                    engine=work / f"model_{size}.onnx", profile=work / f"profile_{size}.json", keys=work / "keys")
     built = build(recipe, layout, generate_data=False, say=say)
-    return {"engine": built["engine"], "calibration": built["profile"], "data": data, "model": built["model"]}
+    return {"engine": built["engine"], "calibration": built["profile"], "data": data, "model": built["model"],
+            "trusted_key": built["trusted_key"]}
 
 
 def grab_source(data: Path) -> str:
@@ -332,6 +339,9 @@ calibration = "{Path(artifacts['calibration']).resolve()}"
 [overload]
 max_queue = {int(args.max_queue)}
 policy = "reject_oldest"
+
+[trust]
+keys = ["{Path(artifacts['trusted_key']).resolve()}"]
 """)
 
 

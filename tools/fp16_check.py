@@ -26,6 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from inspector.model.data import load_prepared, test_samples  # noqa: E402
+from inspector.artifacts import use_site_key  # noqa: E402
 from inspector.engine import open_engine  # noqa: E402
 from inspector.evaluation.metrics import image_auroc  # noqa: E402
 from inspector.calibration.thresholds import separation_report  # noqa: E402
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="fp16_check_"))
     work.mkdir(parents=True, exist_ok=True)
+    use_site_key(work / "keys")   # export signs (docs/security.md): the environment's key, or one made here
     e32, e16 = work / "fp32.onnx", work / "fp16.onnx"
     export(args.model, e32, False)
     export(args.model, e16, True)

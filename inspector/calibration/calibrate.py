@@ -43,6 +43,7 @@ from ..model.data import GOOD, DatasetError, list_images, read_image
 from ..core.roi import Roi, roi_identity
 from .report import write_report
 from ..judge.profile import check_profile_matches, engine_block, new_profile, profile_from_dict, save_profile
+from ..core.signing import SigningKey, TrustedKeys, signing_key_from, trust_paths
 
 log = logging.getLogger(__name__)
 
@@ -451,14 +452,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int_arg, default=16, help="images per inference chunk")
     p.add_argument("--teacher-weights", help="teacher weights file (torch backend, resnet teachers)")
     p.add_argument("--threads", type=_positive_int_arg, help="onnxruntime intra-op threads")
+    p.add_argument("--sign-key", help="the site's signing key (NAME.signing; default $INSPECTOR_SIGNING_KEY): signs "
+                                      "the profile; --engine's manifest must be signed by it or a --trusted-keys key")
+    p.add_argument("--trusted-keys", action="append", metavar="PATH",
+                   help="more public keys (.pub files or folders) an engine may be signed by (default $INSPECTOR_TRUSTED_KEYS)")
 
 
-def _open_engine(args):
+def _open_engine(args, key: SigningKey):
+    """The engine to calibrate; an exported engine's manifest must be signed by ``key`` or a
+    trusted key (a profile signed for an unverified engine would vouch for it)."""
     from ..engine import open_engine
     if args.model:
         return open_engine(args.backend or "torch", args.model, teacher_weights=args.teacher_weights,
                            max_batch=min(args.batch_size, 8)), args.model
-    kwargs = {"max_batch": min(args.batch_size, 8)}
+    paths = trust_paths(args.trusted_keys)   # none: engines signed by this very key only
+    trusted = (TrustedKeys.load(paths) if paths else TrustedKeys({}, {})).with_key(key.public_pem())
+    kwargs = {"max_batch": min(args.batch_size, 8), "trusted": trusted}
     if args.threads and (args.backend or "onnxruntime") == "onnxruntime":
         kwargs["threads"] = args.threads
     return open_engine(args.backend or "onnxruntime", args.engine, **kwargs), args.engine
@@ -521,7 +530,8 @@ def run(args) -> int:
     if defect_paths is not None and not defect_paths:
         raise CalibrationError(f"--defects {args.defects}: no defect images found")
     roi = Roi.parse(args.roi) if args.roi else None
-    engine, engine_path = _open_engine(args)
+    key = signing_key_from(args.sign_key, "inspector calibrate")
+    engine, engine_path = _open_engine(args, key)
     command = "inspector " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     sources = {"good": str(Path(args.good).resolve()),
                "defects": str(Path(args.defects).resolve()) if args.defects else None}
@@ -529,7 +539,7 @@ def run(args) -> int:
                     camera=args.camera, holdout=args.holdout, seed=args.seed, skip_bad=args.skip_bad,
                     chunk=args.batch_size, pixel_fpr=args.pixel_fpr, region_frr=args.region_frr,
                     region_rule=not args.no_region_rule, command=command, sources=sources, roi=roi)
-    out = save_profile(args.out, cal.profile)
+    out = save_profile(args.out, cal.profile, signing_key=key)
     check_profile_matches(profile_from_dict(cal.profile, out), {**engine.manifest, "backend": engine.backend},
                           backend=engine.backend, camera=args.camera, roi=roi_identity(roi))
     print(format_summary(cal, out))

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from .. import __version__
+from ..core.signing import SigningKey, signing_key_from
 from .manifest import FORMAT, INPUT_NAME, OUTPUT_NAMES, inspection_blocks, sha256_file, stats_path, write_manifest
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16", action="store_true", help="half-precision convolutions (fp32 head)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--teacher-weights", help="teacher weights file (resnet teachers)")
+    p.add_argument("--sign-key", help="the site's signing key (NAME.signing; default $INSPECTOR_SIGNING_KEY): "
+                                      "the manifest is signed with it (docs/security.md)")
 
 
 def export_onnx(model_path: str | Path, out: str | Path, *, fp16: bool = False, opset: int = DEFAULT_OPSET,
-                teacher_weights=None) -> dict:
-    """Export and write the manifest; returns the manifest."""
+                teacher_weights=None, signing_key: SigningKey | None = None) -> dict:
+    """Export and write the manifest, signed with ``signing_key`` (unsigned without: only for
+    tools that sign later); returns the manifest."""
     import onnx
     import torch
 
@@ -72,6 +76,8 @@ def export_onnx(model_path: str | Path, out: str | Path, *, fp16: bool = False, 
         stats_path(out).unlink()  # a stale file from an earlier export must not look like ours
     manifest = build_manifest(out, model_path, ckpt, precision="fp16" if fp16 else "fp32", opset=opset,
                               stats=stats_block)
+    if signing_key is not None:
+        manifest = signing_key.sign(manifest)
     write_manifest(out, manifest)
     return manifest
 
@@ -120,8 +126,9 @@ def build_manifest(engine_path: Path, model_path, ckpt: dict, *, precision: str,
 
 
 def run(args) -> int:
+    key = signing_key_from(args.sign_key, "inspector export")   # before the slow part: no key, no export
     manifest = export_onnx(args.model, args.out, fp16=args.fp16, opset=args.opset,
-                           teacher_weights=args.teacher_weights)
+                           teacher_weights=args.teacher_weights, signing_key=key)
     print(f"wrote {args.out} ({manifest['precision']}, {manifest['image_size'][1]}x{manifest['image_size'][0]} WxH) "
-          f"and its manifest {Path(args.out).with_suffix('.json')}")
+          f"and its manifest {Path(args.out).with_suffix('.json')}, signed by {key.name} ({key.key_id})")
     return 0

@@ -16,6 +16,10 @@
     outputs         three float32 maps N x th/s x tw/s (1 - cos), s = 4, 8, 16
     precision       "fp32" | "fp16" (fp16: convolutions in half, pre-processing and cosine head in fp32)
     opset, versions (inspector, torch, onnx, onnxruntime), created (UTC ISO time)
+    signature       Ed25519 signature of everything above by the site key that exported it
+                    (core.signing; ``inspector export --sign-key``). It covers engine_sha256 and the
+                    statistics' sha256, so the engine file and its statistics are covered too.
+                    Loaders given trusted keys refuse an unsigned, foreign-signed or altered manifest.
 
 TensorRT plans (``NAME-<fp16|fp32>-b<max batch>.<gpu slug>.trt<version>.<onnx sha256[:12]>.plan``)
 are caches derived from the ONNX engine, keyed by TensorRT version, GPU model and the ONNX hash;
@@ -28,6 +32,7 @@ import json
 from pathlib import Path
 
 from ..core.hashing import sha256_file
+from ..core.signing import SignatureError, TrustedKeys
 
 FORMAT = "inspector.engine/1"
 INPUT_NAME = "images"
@@ -80,8 +85,10 @@ def write_manifest(engine_path: str | Path, manifest: dict) -> Path:
     return path
 
 
-def read_manifest(engine_path: str | Path, *, verify_hash: bool = True) -> dict:
-    """Read and check the manifest next to ``engine_path``. Raises ManifestError."""
+def read_manifest(engine_path: str | Path, *, verify_hash: bool = True, trusted: TrustedKeys | None = None) -> dict:
+    """Read and check the manifest next to ``engine_path``; with ``trusted``, its signature first
+    (an unsigned or altered manifest, or one signed by another key, is refused). Raises
+    ManifestError."""
     engine_path = Path(engine_path)
     path = manifest_path(engine_path)
     if not engine_path.is_file():
@@ -94,6 +101,11 @@ def read_manifest(engine_path: str | Path, *, verify_hash: bool = True) -> dict:
         raise ManifestError(f"unreadable manifest {path}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ManifestError(f"{path} is not an inspector engine manifest ({FORMAT})")
+    if trusted is not None:
+        try:
+            trusted.verify(manifest, f"engine manifest {path}")
+        except SignatureError as exc:
+            raise ManifestError(str(exc)) from None
     for key in ("engine_sha256", "teacher", "image_size", "precision", "config"):
         if key not in manifest:
             raise ManifestError(f"{path}: missing '{key}'")

@@ -21,9 +21,9 @@ class OnnxRuntimeEngine(Engine):
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, *, threads: int | None = None, max_batch: int = 8,
-                 expect: dict | None = None):
+                 expect: dict | None = None, trusted=None):
         try:
-            self.manifest = read_manifest(path)
+            self.manifest = read_manifest(path, trusted=trusted)   # trusted: core.signing.TrustedKeys
             check_expectations(self.manifest, **(expect or {}))
         except ManifestError as exc:
             raise EngineError(str(exc)) from exc

@@ -135,7 +135,8 @@ class TensorRTEngine(Engine):
     backend = "tensorrt"
 
     def __init__(self, onnx_path: str | Path, *, max_batch: int = 8, cache_dir: str | Path | None = None,
-                 fp16: bool = True, expect: dict | None = None, device: int = 0, rebuild: bool = False):
+                 fp16: bool = True, expect: dict | None = None, device: int = 0, rebuild: bool = False,
+                 trusted=None):
         # state first, so that close() works whatever fails below
         self._lock = threading.Lock()
         self._trt = self._runtime = self._engine = self._context = None
@@ -151,7 +152,7 @@ class TensorRTEngine(Engine):
         self.max_batch = int(max_batch)
         self.device = int(device)
         try:
-            self.manifest = read_manifest(onnx_path)
+            self.manifest = read_manifest(onnx_path, trusted=trusted)   # trusted: core.signing.TrustedKeys
             check_expectations(self.manifest, **(expect or {}))
         except ManifestError as exc:
             raise EngineError(str(exc)) from exc

@@ -4,6 +4,10 @@ Runs the same engine interface the daemon uses (reference torch backend by defau
 engine with ``--engine FILE --backend onnxruntime``), so the numbers are those of what will run.
 Metrics are computed at the model's input resolution (masks resized with nearest neighbour), as
 the Reverse Distillation reference does.
+
+It refuses what the daemon refuses: an exported engine's manifest must carry the signature of a
+trusted key (``--trusted-keys``, default ``$INSPECTOR_TRUSTED_KEYS``; docs/security.md) and match
+its engine file; a checkpoint must match its recorded tensor hash.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable images")
     p.add_argument("--scores-out", help="write per-image scores as JSON lines here")
+    p.add_argument("--trusted-keys", action="append", metavar="PATH",
+                   help="--engine: public keys (.pub files or folders) its manifest must be signed by "
+                        "(default $INSPECTOR_TRUSTED_KEYS)")
 
 
 def open_from_args(args):
@@ -38,7 +45,9 @@ def open_from_args(args):
     if args.model:
         kw = {"teacher_weights": getattr(args, "teacher_weights", None), "max_batch": args.batch_size}
         return open_engine(args.backend or "torch", args.model, **kw)
-    return open_engine(args.backend or "onnxruntime", args.engine, max_batch=args.batch_size)
+    from ..core.signing import trusted_keys_from
+    trusted = trusted_keys_from(getattr(args, "trusted_keys", None), "inspector eval --engine")
+    return open_engine(args.backend or "onnxruntime", args.engine, max_batch=args.batch_size, trusted=trusted)
 
 
 def score_dataset(engine, data: str | Path, *, skip_bad: bool = False) -> dict:

@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--vmax", type=float, help="anomaly value shown as full red in heatmaps")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--trusted-keys", action="append", metavar="PATH",
+                   help="--engine: public keys its manifest must be signed by (default $INSPECTOR_TRUSTED_KEYS)")
     p.add_argument("images", nargs="+", help="image files")
 
 

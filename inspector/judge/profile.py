@@ -15,6 +15,10 @@ Required content (validated strictly by :func:`load_profile`)::
                     area >= min_defect_area
 
 Optional but type-checked when present: ``target_frr`` (in (0, 1)), ``n_good`` (int >= 1).
+``signature``: the Ed25519 signature of everything else by the site key that calibrated it
+(:mod:`inspector.core.signing`, ``inspector calibrate --sign-key``); a loader given trusted keys
+(the daemon, ``--check-config``, SIGHUP) refuses an unsigned, foreign-signed or altered profile:
+a threshold or an ``engine.sha256`` edited by hand is refused.
 Everything else (method, params, score statistics, FRR estimate, hold-out and separation results,
 versions, command line) is a record for people and is kept verbatim in ``CalibrationProfile.raw``.
 
@@ -32,9 +36,11 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from ..core.signing import SignatureError, SigningKey, TrustedKeys, digest
 
 FORMAT = "inspector.calibration/1"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -58,6 +64,12 @@ class CalibrationProfile:
     min_defect_area: int | None   # region rule area in pixels (None: no region rule)
     raw: dict = field(repr=False, compare=False)  # the whole JSON
     path: Path | None = field(default=None, compare=False)  # where it was loaded from, if anywhere
+    key_id: str = field(default="", compare=False)  # the trusted key that signed it ("" = not verified)
+
+    @property
+    def sha256(self) -> str:
+        """The identity of the profile's content (core.signing.digest: canonical JSON, signature excluded)."""
+        return digest(self.raw)
 
     @property
     def has_region_rule(self) -> bool:
@@ -182,10 +194,11 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed in a calibration profile")
 
 
-def load_profile(path: str | Path) -> CalibrationProfile:
-    """Read and validate a profile file. Raises ProfileError naming the file when it is missing,
-    unreadable, not JSON (NaN / Infinity literals included), of another format, or has a missing or
-    invalid field."""
+def load_profile(path: str | Path, trusted: TrustedKeys | None = None) -> CalibrationProfile:
+    """Read and validate a profile file; with ``trusted``, its signature first. Raises ProfileError
+    naming the file when it is missing, unreadable, not JSON (NaN / Infinity literals included),
+    unsigned / altered / signed by an untrusted key (with ``trusted``), of another format, or has a
+    missing or invalid field."""
     path = Path(path)
     if not path.is_file():
         raise ProfileError(f"calibration profile not found: {path}")
@@ -194,7 +207,13 @@ def load_profile(path: str | Path) -> CalibrationProfile:
         data = json.loads(text, parse_constant=_reject_constant)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ProfileError(f"calibration profile {path} is not readable JSON: {exc}") from None
-    return profile_from_dict(data, path)
+    if trusted is None:
+        return profile_from_dict(data, path)
+    try:
+        key = trusted.verify(data, f"calibration profile {path}")
+    except SignatureError as exc:
+        raise ProfileError(str(exc)) from None
+    return replace(profile_from_dict(data, path), key_id=key)
 
 
 def engine_block(manifest: dict, backend: str, *, engine_file: str | Path | None = None,
@@ -235,12 +254,18 @@ def new_profile(engine: dict, thresholds: dict, *, camera: str | None = None, ro
     return data
 
 
-def save_profile(path: str | Path, data: dict) -> Path:
-    """Validate ``data`` and write it to ``path`` as JSON, atomically (temp file in the same folder,
-    fsync, rename). Creates the parent folder. Raises ProfileError for invalid data (nothing is
-    written then) or non-JSON values (NaN included); OSError for write failures."""
+def save_profile(path: str | Path, data: dict, signing_key: SigningKey | None = None) -> Path:
+    """Validate ``data``, sign it with ``signing_key`` (a daemon refuses it unsigned) and write it
+    to ``path`` as JSON, atomically (temp file in the same folder, fsync, rename). Creates the
+    parent folder. Raises ProfileError for invalid data (nothing is written then) or non-JSON
+    values (NaN included); OSError for write failures."""
     path = Path(path)
     profile_from_dict(data, path)
+    if signing_key is not None:
+        try:
+            data = signing_key.sign(data)
+        except SignatureError as exc:
+            raise ProfileError(f"calibration profile {path}: {exc}") from None
     try:
         text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:

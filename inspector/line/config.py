@@ -11,10 +11,12 @@ Two levels of checking:
 * :func:`load_config` - TOML syntax and the schema (types, ranges, unknown keys, endpoint syntax,
   distinct endpoints). Raises :class:`ConfigError` listing every problem with its location
   (``FILE:LINE [section] key: message``).
-* :func:`check_config` - the schema plus everything the daemon will need at start: engine file and
-  manifest readable (the engine hash verified), every calibration profile loads and matches the
-  engine (:func:`inspector.judge.profile.check_profile_matches`). Returns the list of problems (empty =
-  OK). Never imports torch unless the config asks for the ``torch`` backend.
+* :func:`check_config` - the schema plus every check the daemon runs at start (docs/daemon.md):
+  key files, the engine's manifest signed by a trusted key (``[trust]``) and its hash, every
+  calibration profile signed and matching the engine
+  (:func:`inspector.judge.profile.check_profile_matches`), and the engine opened and warmed up as
+  ``inspector serve`` does. Returns the list of problems (empty = OK). Never imports torch unless
+  the config asks for the ``torch`` backend.
 """
 
 from __future__ import annotations
@@ -205,6 +207,7 @@ class CameraSection(_Strict):
     hwm: int | None = Field(None, ge=1, le=100_000)
     seed: int | None = None
     max_pixels: int | None = Field(None, ge=1, le=MAX_PIXELS_LIMIT)   # None = [defaults] max_pixels
+    grabber_key: ResolvedPath = ""       # with [curve]: certificate of the only grabber that may send for it
 
 
 
@@ -228,6 +231,7 @@ class GatewaySection(_Strict):
     reconnect_max_s: float = Field(5.0, gt=0.0, le=3600.0)
     metrics: HostPort = ""                # "HOST:PORT" of a Prometheus endpoint ("" = off)
     stats: ResolvedPath = ""              # write counts + latency percentiles as JSON here on exit
+    key: ResolvedPath = ""                # with [curve]: this gateway's certificate (its secret: KEY_secret)
 
     @field_validator("plc")
     @classmethod
@@ -260,6 +264,25 @@ class CameraSettings:
     grabber: GrabberSettings
 
 
+class CurveSection(_Strict):
+    """ZeroMQ CURVE on the frames, verdicts and tap sockets (docs/security.md). Every path names a
+    *public* certificate (``NAME.key``, ``inspector keys curve``); the process that is ``NAME``
+    reads its secret from ``NAME.key_secret`` next to it. Grabber keys are per camera
+    (``[cameras.ID] grabber_key``), gateway keys per gateway (``[gateways.NAME] key``)."""
+
+    server_key: ResolvedPath = Field(min_length=1)   # the daemon's certificate: every client pins it
+    verdict_clients: list[ResolvedPath] = []         # may subscribe to verdicts too (recorders, monitoring)
+    tap_clients: list[ResolvedPath] = []             # may subscribe to the tap (recorders)
+
+
+class TrustSection(_Strict):
+    """Who may sign engines and calibration profiles (docs/security.md): Ed25519 public key files
+    (``NAME.pub``, ``inspector keys site``) or folders of them. The daemon uses only artifacts
+    signed by one of these keys."""
+
+    keys: list[ResolvedPath] = Field(min_length=1)
+
+
 class OverloadSection(_Strict):
     max_queue: int = Field(64, ge=1, le=1_000_000)
     policy: Literal["reject_oldest", "reject_newest"] = "reject_oldest"
@@ -273,6 +296,8 @@ class Config(_Strict):
     cameras: dict[str, CameraSection] = {}
     overload: OverloadSection = OverloadSection()
     gateways: dict[str, GatewaySection] = {}
+    curve: CurveSection | None = None     # None: NULL security, loopback / ipc endpoints only
+    trust: TrustSection | None = None     # None: nothing can be verified, so the daemon uses nothing
     _source: str = PrivateAttr("<dict>")  # the file this came from (for messages)
 
     @property
@@ -423,7 +448,9 @@ def config_from_dict(data: dict[str, Any], *, base_dir: str | Path | None = None
             problems.append(f"{location}: {message}")
         raise ConfigError(problems) from None
     config._source = source
-    problems = cross_reference_problems(config, text)
+    from inspector.line.keys import link_security_problems   # CURVE (docs/security.md); keys.py reads Config
+
+    problems = cross_reference_problems(config, text) + link_security_problems(config, locator(config, text))
     if problems:
         raise ConfigError(problems)
     return config
@@ -436,6 +463,14 @@ def _section_line(text: str, section: str) -> int | None:
         if line.startswith("[") and line.split("#", 1)[0].strip().strip("[] ").replace('"', "") == section:
             return number
     return None
+
+
+def locator(config: Config, text: str):
+    """``where(section, key)`` -> ``"FILE:LINE [section] key"`` in the config's text (for messages)."""
+    def where(section: str, key: str) -> str:
+        line = _key_line(text, (*section.split("."), key)) or _section_line(text, section)
+        return f"{config.source}:{line} [{section}] {key}" if line else f"{config.source} [{section}] {key}"
+    return where
 
 
 def cross_reference_problems(config: Config, text: str = "") -> list[str]:
@@ -474,10 +509,23 @@ def cross_reference_problems(config: Config, text: str = "") -> list[str]:
 # ------------------------------------------------------------------------------------------------
 
 
+def trusted_keys(config: Config):
+    """The keys (core.signing.TrustedKeys) the config's engine and profiles must be signed by
+    (``[trust] keys``). Raises SignatureError when there is no ``[trust]`` section or a key file is
+    unusable. (cryptography is imported here, not by every process that reads a config.)"""
+    from inspector.core.signing import SignatureError, TrustedKeys
+
+    if config.trust is None:
+        raise SignatureError(f"{config.source} [trust] keys: not set: engines and calibration profiles cannot be "
+                             "verified, so none is used (docs/security.md: `inspector keys site`)")
+    return TrustedKeys.load(config.trust.keys)
+
+
 def engine_manifest(config: Config) -> dict:
     """The manifest of the configured engine without running it (onnxruntime / tensorrt: the JSON
-    next to the engine, hash verified; torch: the checkpoint is loaded, which imports torch).
-    Raises ValueError (ManifestError / EngineError) with the reason."""
+    next to the engine, its signature (``[trust]``) and hash verified; torch: the checkpoint is
+    loaded and its tensor hash verified, which imports torch: its identity is what the signed
+    profile names). Raises ValueError (ManifestError / EngineError / SignatureError) with the reason."""
     backend = config.engine.backend
     if backend == "torch":
         from inspector.engine import open_engine
@@ -485,7 +533,7 @@ def engine_manifest(config: Config) -> dict:
         return dict(open_engine("torch", config.engine.path).manifest)
     from inspector.engine.manifest import read_manifest
 
-    return read_manifest(config.engine.path)
+    return read_manifest(config.engine.path, trusted=trusted_keys(config))
 
 
 def check_profiles(config: Config, manifest: dict) -> list[str]:
@@ -503,21 +551,27 @@ def check_profiles(config: Config, manifest: dict) -> list[str]:
 
 
 def check_config(path: str | Path) -> list[str]:
-    """Every problem with the config at ``path`` (schema, engine, manifest, profiles); [] = OK."""
+    """Every problem with the config at ``path``, found by the checks ``inspector serve`` runs
+    before it binds (schema, key files, trusted keys, engine signature + hash, profiles, the
+    engine opened and warmed up); [] = OK."""
+    from inspector.line.keys import key_problems
+
     try:
         config = load_config(path)
     except ConfigError as exc:
         return list(exc.problems)
-    problems = []
+    problems = key_problems(config)
     engine_path = Path(config.engine.path)
     if not engine_path.is_file():
-        return [f"{config.source} [engine] path: engine file not found: {engine_path}"]
+        return problems + [f"{config.source} [engine] path: engine file not found: {engine_path}"]
     try:
         manifest = engine_manifest(config)
-    except Exception as exc:  # ManifestError, EngineError, a broken checkpoint...
-        return [f"{config.source} [engine] path: engine not usable: {exc}"]
+    except Exception as exc:  # ManifestError, EngineError, SignatureError, a broken checkpoint...
+        return problems + [f"{config.source} [engine] path: engine not usable: {exc}"]
+    from inspector.line.serve import engine_start_problems
+
     problems.extend(check_profiles(config, manifest))
-    return problems
+    return problems + engine_start_problems(config)
 
 
 def print_check(path: str | Path) -> int:

@@ -15,6 +15,7 @@ SUMMARY_KEYS = ("messages_received", "verdicts", "frame_verdicts", "gap_verdicts
                 "unattributed_decode_errors", "overload_dropped", "engine_errors", "batches", "frames_judged",
                 "heartbeats", "profile_reloads", "profile_reload_errors", "sequence_restarts", "tap_sent",
                 "tap_dropped", "shutdown_abandoned", "replayed_frames", "unknown_camera_frames")
+SUMMARY_KEYS += ("refused_frames", "refused_handshakes")   # CURVE (docs/security.md)
 
 
 class DaemonCounts:

@@ -56,11 +56,12 @@ from inspector.line.counts import DaemonCounts
 from inspector.line.engine_worker import LOOP_TICK_S, EngineWorker
 from inspector.line.health import HealthServer
 from inspector.line.jobs import FrameJob, Ident, Outgoing, ident_from_partial, make_verdict
+from inspector.line.keys import open_links
 from inspector.line.logs import Throttle
 from inspector.line.metrics import CameraLabels, DaemonMetrics
 from inspector.line.ordering import InOrder
 from inspector.line.publisher import UNKNOWN_CAMERA, VerdictPublisher
-from inspector.line.profiles import ThresholdTable, load_thresholds
+from inspector.line.profiles import ThresholdTable, audit_thresholds, load_thresholds
 from inspector.line.watchdog import Watchdog
 from inspector.line.sequence import SequenceEvent, SequenceTracker
 from inspector.judge.verdict import effective_deadline_ns
@@ -113,6 +114,7 @@ class Daemon(EngineWorker):
         self.max_deadline_ns = int(config.defaults.max_deadline_ms * 1e6)
         self.thresholds: ThresholdTable
         self.thresholds, problems = load_thresholds(config, engine.manifest, engine.backend)
+        audit_thresholds(None, self.thresholds, self.metrics)   # docs/security.md: every change is an audit event
         for problem in problems:
             log.error("calibration unusable (frames of the cameras it serves get FAULT no_calibration): %s", problem)
         if not self.thresholds.present:
@@ -164,21 +166,23 @@ class Daemon(EngineWorker):
 
     def _open_sockets(self) -> None:
         cfg = self.config.daemon
-        sockets: list[zmq.Socket] = []
+        self.links = open_links(self.context, self.config, self.metrics.refused, self._count)  # CURVE: docs/security.md
+        curve, sockets = self.links.curve, []
         try:
-            self.pub = self._keep(transport.publisher(self.context), sockets)
-            self._bind(self.pub, cfg.verdicts, "verdicts")
+            self.pub = self._keep(transport.publisher(self.context, curve=curve), sockets)
+            self.links.bind(self.pub, cfg.verdicts, "verdicts")
             self.publisher = VerdictPublisher(self.pub, cfg.id, self.counts, self.metrics, epoch=self.epoch)
             self.tap = None
             if cfg.tap:
-                self.tap = self._keep(transport.publisher(self.context, hwm=cfg.tap_hwm), sockets)
-                self._bind(self.tap, cfg.tap, "tap")
+                self.tap = self._keep(transport.publisher(self.context, hwm=cfg.tap_hwm, curve=curve, domain="tap"), sockets)
+                self.links.bind(self.tap, cfg.tap, "tap")
             self.wake = self._keep(transport.wake_pair(self.context), sockets)
             self.wake.bind(self._wake_endpoint)
-            self.pull = self._keep(transport.frame_pull(self.context, hwm=cfg.rcvhwm,
+            self.pull = self._keep(transport.frame_pull(self.context, hwm=cfg.rcvhwm, curve=curve,
                                                         receive_limit=wire.frame_receive_limit(self.max_pixels)), sockets)
-            self._bind(self.pull, cfg.frames, "frames")
+            self.links.bind(self.pull, cfg.frames, "frames")
         except BaseException:
+            self.links.close()
             for sock in sockets:
                 sock.close(0)
             raise
@@ -190,13 +194,6 @@ class Daemon(EngineWorker):
     def _keep(sock: zmq.Socket, opened: list) -> zmq.Socket:
         opened.append(sock)
         return sock
-
-    @staticmethod
-    def _bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            raise StartupError(f"cannot bind the {what} socket to {endpoint}: {exc}") from None
 
     def _start_health(self) -> None:
         if not self.config.daemon.health:
@@ -210,6 +207,7 @@ class Daemon(EngineWorker):
     def _close(self) -> None:
         if self.health is not None:
             self.health.close()
+        self.links.close()
         if not self.pull.closed:
             self.pull.close(0)
         self.wake.close(0)
@@ -288,6 +286,8 @@ class Daemon(EngineWorker):
         for bad input. Cheap checks only (header, camera, pixel budget, payload size / JPEG frame
         header): decoding is the engine worker's."""
         received_ns = time.time_ns()
+        if self.links.refuse(parts):  # CURVE: its key may not send for this camera; not a frame of it
+            return
         self._count("messages_received")
         self._mirror(parts)
         try:
@@ -464,6 +464,7 @@ class Daemon(EngineWorker):
         """SIGHUP: reload every profile and re-check it against the engine; a profile that fails
         keeps the old one (logged, counted). Frames keep flowing meanwhile."""
         table, problems = load_thresholds(self.config, self.engine.manifest, self.engine.backend, previous=self.thresholds)
+        audit_thresholds(self.thresholds, table, self.metrics)
         self.thresholds = table
         self._count("profile_reloads")
         self.metrics.profile_reloads.inc()

@@ -39,7 +39,7 @@ from typing import Any
 
 import zmq
 
-from inspector.line import transport
+from inspector.line import keys, transport
 from inspector.line.config import Config, connectable, load_config
 from inspector.line.sources import FrameSource, SourceError, SourceFrame, open_source, parse_node_value
 from inspector.line.wire import MAX_STR, FrameHeader, WireError, encode_header, new_session, send_frame
@@ -139,10 +139,11 @@ def _check_settings(camera_id: str, fps: float | None, max_frames: int | None, d
         raise GrabberError(f"camera id {camera_id!r} is not valid on the wire: {exc.message}") from None
 
 
-def _open_push(context: zmq.Context, endpoint: str, hwm: int, linger_ms: int) -> zmq.Socket:
+def _open_push(context: zmq.Context, endpoint: str, hwm: int, linger_ms: int,
+               curve: transport.ClientCurve | None) -> zmq.Socket:
     try:
         return transport.frame_push(context, endpoint, hwm=hwm, send_timeout_ms=int(SEND_POLL_S * 1000),
-                                    linger_ms=linger_ms)
+                                    linger_ms=linger_ms, curve=curve)
     except zmq.ZMQError as exc:
         raise GrabberError(f"cannot connect to {endpoint!r}: {exc}") from None
 
@@ -180,6 +181,11 @@ class _Sender:
                 self._warn("daemon at %s is not accepting frames (back-pressure; waiting)", self.endpoint)
 
 
+def _handshake_failed(socket: str, reason: str) -> None:
+    log.error("the daemon's %s socket failed the CURVE handshake (%s): a key it does not allow, or not the "
+              "daemon whose key is pinned; nothing is sent to it", socket, reason)
+
+
 def _make_header(camera_id: str, session: int, seq: int, part_id_start: int, deadline_ms: float | None,
                  frame: SourceFrame) -> FrameHeader:
     deadline_ns = frame.capture_ns + round(deadline_ms * 1e6) if deadline_ms else 0
@@ -194,7 +200,7 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
                 jpeg: bool = False, jpeg_quality: int = 95, hwm: int = 4, part_id_start: int = 0,
                 linger_ms: int = 1000, source_options: dict[str, Any] | None = None,
                 stop_event: threading.Event | None = None, context: zmq.Context | None = None,
-                capture_log: str | Path | None = None) -> dict:
+                capture_log: str | Path | None = None, curve: transport.ClientCurve | None = None) -> dict:
     """Push frames from ``source`` (spec string or an open FrameSource) to ``endpoint``.
 
     Runs until the source ends, ``max_frames`` frames are sent or ``stop_event`` is set; then closes
@@ -206,6 +212,9 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
     capture_ns) to this file, flushed per frame: what ``tools/soak.py`` checks the PLC against.
     Raises GrabberError for bad settings and SourceError when the source cannot be opened.
     Call it from one thread; ``stop_event`` may be set from any thread or a signal handler.
+    ``curve``: send as this CURVE client, pinning the daemon's key (docs/security.md); a daemon
+    that refuses the key, or a process posing as the daemon, fails the handshake (logged, counted
+    in ``refused_handshakes``) and nothing is sent to it.
     """
     _check_settings(camera_id, fps, max_frames, deadline_ms, hwm, part_id_start, jpeg_quality, linger_ms)
     stop = stop_event if stop_event is not None else threading.Event()
@@ -219,12 +228,13 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
                                "elapsed_s": 0.0, "late": 0, "dropped_on_stop": 0, "blocked_s": 0.0, "stopped_by": "stop"}
     wire_rejected = 0
     started = time.monotonic()
-    sock = None
+    sock = watch = None
     pacer = Pacer(fps, stop) if fps else None
     frames = iter(frame_source)
     log_file = open(capture_log, "a", encoding="utf-8") if capture_log else None
     try:
-        sock = _open_push(ctx, endpoint, hwm, linger_ms)
+        sock = _open_push(ctx, endpoint, hwm, linger_ms, curve)
+        watch = transport.HandshakeWatch(sock, "frames", _handshake_failed) if curve is not None else None
         sender = _Sender(sock, endpoint, stop, linger_ms / 1000, "jpeg" if jpeg else "raw", jpeg_quality)
         log.info("grabbing %s as camera %r -> %s", getattr(frame_source, "description", frame_source),
                  camera_id, endpoint)
@@ -266,6 +276,9 @@ def run_grabber(source: str | FrameSource, camera_id: str, endpoint: str, *, fps
         if own_source:
             frame_source.close()
         if sock is not None:
+            if watch is not None:
+                summary["refused_handshakes"] = watch.total
+                watch.close()
             sock.close(linger=linger_ms)
         if own_context:
             ctx.term()
@@ -342,6 +355,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="append one JSON line per frame sent (camera_id, session, seq, part_id, capture_ns)")
     parser.add_argument("--genicam-set", type=_node_setting, action="append", default=[], metavar="NAME=VALUE",
                         help="GenICam feature to set before grabbing, e.g. PixelFormat=Mono8 (repeatable)")
+    keys.add_arguments(parser)
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -365,6 +379,7 @@ def grabber_settings(config: Config, camera: str) -> dict[str, Any]:
         raise GrabberError(f"{config.source} [cameras.{camera}] source: not set (no grabber for this camera)")
     g = settings.grabber
     return {"source": settings.source, "camera_id": camera, "endpoint": connectable(config.daemon.frames),
+            "curve": keys.grabber_curve(config, camera),
             "fps": g.fps, "max_frames": g.max_frames, "loop": g.loop, "jpeg": g.jpeg, "jpeg_quality": g.jpeg_quality,
             "hwm": g.hwm, "source_options": {} if g.seed is None else {"seed": g.seed}}
 
@@ -380,7 +395,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"source": args.source, "camera_id": args.camera, "endpoint": args.connect, "fps": args.fps,
             "max_frames": args.max_frames, "deadline_ms": args.deadline_ms, "loop": args.loop, "jpeg": args.jpeg,
             "jpeg_quality": args.jpeg_quality or 95, "hwm": args.hwm, "part_id_start": args.part_id_start,
-            "linger_ms": args.linger_ms, "source_options": _source_options(args), "capture_log": args.capture_log}
+            "linger_ms": args.linger_ms, "source_options": _source_options(args), "capture_log": args.capture_log,
+            "curve": keys.from_arguments(args)}
 
 
 def run(args: argparse.Namespace) -> int:

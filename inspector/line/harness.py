@@ -113,9 +113,9 @@ class VerdictCollector:
     verdict in arrival order; ``ready``: the last heartbeat's ready flag (None before the first);
     ``malformed``: messages that did not decode. Close it with :meth:`close`."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, curve: transport.ClientCurve | None = None) -> None:
         self.context = zmq.Context()
-        self.sock = transport.verdict_subscriber(self.context, endpoint)
+        self.sock = transport.verdict_subscriber(self.context, endpoint, curve=curve)
         self.lock = threading.Lock()
         self.arrivals: list[Arrival] = []
         self.ready: bool | None = None

@@ -25,19 +25,27 @@ import numpy as np
 import zmq
 
 from inspector.engine import Engine, open_engine
-from inspector.line.config import Config, command_config, load_config
+from inspector.core.signing import SignatureError
+from inspector.line.config import Config, command_config, load_config, trusted_keys
 from inspector.line.daemon import Daemon, StartupError
 from inspector.line.logs import configure_logging
+from inspector.line.transport import LinkError
 
 log = logging.getLogger("inspector.daemon")
 
 
 def open_configured_engine(config: Config) -> Engine:
     """Open the configured engine. onnxruntime gets ``threads`` (0 = all cores) and ``max_batch``;
-    the other backends ``max_batch``. Raises StartupError."""
+    the other backends ``max_batch``; onnxruntime and tensorrt verify the manifest's signature
+    against ``[trust] keys``. Raises StartupError."""
     kwargs: dict[str, Any] = {"max_batch": config.engine.max_batch}
     if config.engine.backend == "onnxruntime":
         kwargs["threads"] = config.engine.threads or None
+    if config.engine.backend != "torch":   # torch: the checkpoint's identity is what the signed profiles name
+        try:
+            kwargs["trusted"] = trusted_keys(config)
+        except SignatureError as exc:
+            raise StartupError(str(exc)) from None
     try:
         return open_engine(config.engine.backend, config.engine.path, **kwargs)
     except Exception as exc:  # EngineError, missing runtime, bad file...
@@ -60,6 +68,22 @@ def warm_up(engine: Engine, max_batch: int, want_maps: bool = True) -> float:
     if np.asarray(result.scores).shape != (max_batch,):
         raise StartupError(f"engine warm-up returned scores of shape {np.asarray(result.scores).shape}, expected ({max_batch},)")
     return elapsed
+
+
+def engine_start_problems(config: Config) -> list[str]:
+    """What ``inspector serve`` would hit opening and warming up the engine (a manifest that does
+    not fit its graph, e.g. an edited stride, fails here and not only at start)."""
+    try:
+        engine = open_configured_engine(config)
+    except StartupError as exc:
+        return [f"{config.source} [engine] path: {exc}"]
+    try:
+        warm_up(engine, config.engine.max_batch, want_maps=True)
+    except StartupError as exc:
+        return [f"{config.source} [engine] path: {exc}"]
+    finally:
+        engine.close()
+    return []
 
 
 def run_daemon(config: Config | str | Path, stop_event: threading.Event | None = None, *,
@@ -101,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     try:
         summary = run_daemon(config, stop, reload_event=reload)
-    except StartupError as exc:
+    except (StartupError, LinkError) as exc:   # LinkError: a port in use, an unusable key file
         log.error("cannot start: %s", exc)
         return 2
     print(json.dumps(summary, sort_keys=True), flush=True)

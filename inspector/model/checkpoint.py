@@ -13,13 +13,17 @@ A checkpoint is a ``torch.save``d dict of plain types and tensors, loadable with
     optimizer, epoch  for resuming
     train             recipe and data (epochs, lr, batch size, seed, n_images, data path, history)
     versions          inspector, torch, python
+    tensors_sha256    SHA-256 over every tensor the model is rebuilt from (student, good_stats):
+                      :func:`tensors_digest`. Bytes flipped in a weight change it.
 
-Loaders refuse a checkpoint of another format, a teacher whose weights hash differs, and (where
-the caller states one) an image size that differs.
+Loaders refuse a checkpoint of another format, one without ``tensors_sha256`` or whose tensors do
+not match it (altered or damaged weights), a teacher whose weights hash differs, and (where the
+caller states one) an image size that differs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 from pathlib import Path
@@ -66,6 +70,19 @@ def stats_from_checkpoint(ckpt: dict) -> GoodStats | None:
     return stats
 
 
+def tensors_digest(ckpt: dict) -> str:
+    """SHA-256 (hex) over the tensors a model is rebuilt from: ``student`` and ``good_stats``, in
+    sorted name order, each as name, dtype, shape and its raw bytes (little-endian, C order)."""
+    h = hashlib.sha256()
+    named = {f"student.{k}": v for k, v in ckpt["student"].items()}
+    named.update({f"good_stats.{k}": v for k, v in (ckpt.get("good_stats") or {}).items() if torch.is_tensor(v)})
+    for name in sorted(named):
+        tensor = named[name].detach().cpu().contiguous()
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, model: ReverseDistillation, *, optimizer=None, epoch: int = 0,
                     train: dict | None = None, good_stats: GoodStats | None = None) -> Path:
     """Write atomically (temp file + rename), so a crash never leaves a half-written checkpoint."""
@@ -82,6 +99,7 @@ def save_checkpoint(path: str | Path, model: ReverseDistillation, *, optimizer=N
         "good_stats": stats_to_state(good_stats),
         "versions": versions(),
     }
+    state["tensors_sha256"] = tensors_digest(state)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -102,6 +120,17 @@ def load_checkpoint(path: str | Path) -> dict:
     for key in ("config", "teacher", "student"):
         if not isinstance(ckpt.get(key), dict):
             raise CheckpointError(f"{path}: missing or malformed '{key}'")
+    recorded = ckpt.get("tensors_sha256")
+    if not isinstance(recorded, str):
+        raise CheckpointError(f"{path} records no tensors_sha256 (saved by an older inspector): its weights cannot "
+                              "be verified; train it again")
+    try:
+        actual = tensors_digest(ckpt)
+    except (AttributeError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: malformed tensors: {exc}") from exc
+    if actual != recorded:
+        raise CheckpointError(f"{path}: its tensors do not match their recorded sha256 ({actual[:12]}... != "
+                              f"{recorded[:12]}...): altered or damaged weights; refusing it")
     return ckpt
 
 

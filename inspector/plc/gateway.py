@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import zmq
 
 from inspector.plc import modbus_map as mm
-from inspector.line import transport
+from inspector.line import keys, transport
 from inspector.line.config import Config, connectable, load_config, parse_host_port
 from inspector.line.readiness import notify_ready
 from inspector.line.wire import Heartbeat, Verdict, WireError, decode_message
@@ -157,6 +157,17 @@ class Gateway:
             log.error("daemon heartbeat lost for > %.2f s: line stop (fail closed)", self.heartbeat_timeout_s)
             self.writer.set_daemon_state(False, False, self.daemon_counter)
 
+    def refused_handshake(self, socket: str, reason: str) -> None:
+        """A CURVE handshake with the verdict publisher failed (watch thread): whoever binds the
+        daemon's port does not hold the key this gateway pins, so nothing it sends is read."""
+        self.counts["refused_handshakes"] += 1
+        if self.metrics:
+            self.metrics.refused_handshakes.labels(reason).inc()
+        n = self.counts["refused_handshakes"]
+        if n <= 10 or n % 1000 == 0:
+            log.error("refused the verdict publisher (CURVE handshake %s, %d so far): not the daemon whose key "
+                      "is pinned; its messages are not read", reason, n)
+
     def _malformed(self, exc: Exception) -> None:
         self.counts["malformed_messages"] += 1
         self.writer.note_malformed()
@@ -229,8 +240,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=1.0, help="Modbus connect/response timeout, s (default 1.0)")
     parser.add_argument("--reconnect-max", type=float, default=5.0, help="longest reconnect backoff, s (default 5.0)")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
-    parser.add_argument("--metrics-host", default="0.0.0.0", help="address for the metrics server (default 0.0.0.0)")
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="address for the metrics server (default 127.0.0.1; another address exposes the metrics to the network)")
     parser.add_argument("--stats", type=Path, default=None, help="write counts and latency percentiles as JSON to FILE on exit")
+    keys.add_arguments(parser)
 
 
 def settings_from_config(config: Config, name: str) -> argparse.Namespace:
@@ -239,12 +251,12 @@ def settings_from_config(config: Config, name: str) -> argparse.Namespace:
     if name not in config.gateways:
         raise ValueError(f"{config.source}: no [gateways.{name}] section (have: {sorted(config.gateways)})")
     g = config.gateways[name]
-    metrics_host, metrics_port = parse_host_port(g.metrics) if g.metrics else ("0.0.0.0", None)
+    metrics_host, metrics_port = parse_host_port(g.metrics) if g.metrics else ("127.0.0.1", None)
     return argparse.Namespace(
         connect=connectable(g.connect or config.daemon.verdicts), plc=g.plc, cameras=",".join(g.cameras),
         device_id=g.device_id, heartbeat_timeout=g.heartbeat_timeout_s, pulse_ms=g.pulse_ms, backlog=g.backlog,
         timeout=g.timeout_s, reconnect_max=g.reconnect_max_s, metrics_port=metrics_port, metrics_host=metrics_host,
-        stats=Path(g.stats) if g.stats else None)
+        stats=Path(g.stats) if g.stats else None, curve=keys.gateway_curve(config, name))
 
 
 def _settings(args: argparse.Namespace) -> argparse.Namespace:
@@ -252,6 +264,7 @@ def _settings(args: argparse.Namespace) -> argparse.Namespace:
     if args.config is None:
         if args.connect is None or args.plc is None:
             raise ValueError("--connect and --plc are required (or --config FILE --gateway NAME)")
+        args.curve = keys.from_arguments(args)
         return args
     if not args.gateway:
         raise ValueError("--config needs --gateway NAME")
@@ -324,13 +337,15 @@ def run_gateway(args: argparse.Namespace, stop: threading.Event) -> dict[str, An
     )
     gateway = Gateway(cameras, writer, args.heartbeat_timeout, metrics)
     context = zmq.Context()
+    curve = getattr(args, "curve", None)   # CURVE: pin the daemon's key (docs/security.md)
     try:
-        socket = transport.verdict_subscriber(context, args.connect)
+        socket = transport.verdict_subscriber(context, args.connect, curve=curve)
     except zmq.ZMQError as exc:
         context.term()
         if sim is not None:
             sim.stop()
         raise ValueError(f"--connect {args.connect!r}: {exc}") from None
+    watch = transport.HandshakeWatch(socket, "verdicts", gateway.refused_handshake) if curve is not None else None
     started_ns = time.time_ns()
     try:
         writer.start()
@@ -338,6 +353,8 @@ def run_gateway(args: argparse.Namespace, stop: threading.Event) -> dict[str, An
         _receive_loop(socket, gateway, stop)
         log.info("gateway stopping")
     finally:
+        if watch is not None:
+            watch.close()
         socket.close(0)
         context.term()
         writer.stop()
@@ -352,6 +369,7 @@ def run_gateway(args: argparse.Namespace, stop: threading.Event) -> dict[str, An
         "heartbeats_received": gateway.counts["heartbeats_received"],
         "heartbeat_lost_events": gateway.counts["heartbeat_lost_events"],
         "daemon_restarts": gateway.counts["daemon_restarts"],
+        "refused_handshakes": gateway.counts["refused_handshakes"],
         **writer.stats(),
     }
     if args.stats is not None:

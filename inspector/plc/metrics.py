@@ -20,6 +20,7 @@ class GatewayMetrics:
         self.write_errors = PCounter(prefix + "plc_write_errors", "failed PLC requests", registry=self.registry)
         self.backlog = Gauge(prefix + "plc_backlog", "verdicts waiting to be written", registry=self.registry)
         self.line_stop = Gauge(prefix + "line_stop", "1 while the line-stop / fault coil is requested", registry=self.registry)
+        self.refused_handshakes = PCounter(prefix + "refused_handshakes", "CURVE handshakes with the verdict publisher that failed (a spoofed daemon?)", ["reason"], registry=self.registry)
         self.daemon_alive = Gauge(prefix + "daemon_alive", "1 while daemon heartbeats arrive", registry=self.registry)
         buckets = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
         self.write_seconds = Histogram(prefix + "plc_write_seconds", "entry + header write round trip", buckets=buckets, registry=self.registry)

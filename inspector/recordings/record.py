@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from inspector.line import transport, wire
+from inspector.line import keys, transport, wire
 from inspector.recordings.recording import COMPRESSIONS, RecordingWriter, record_from_folder
 from inspector.line.wire import Verdict, WireError
 
@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live = parser.add_argument_group("live (--connect)")
     live.add_argument("--verdicts", metavar="ENDPOINT", help="the daemon's verdict PUB socket, to record verdicts too")
     live.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    keys.add_arguments(live)
     live.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     live.add_argument("--verdict-grace", type=float, default=2.0, metavar="S",
                       help="after a limit stop, wait up to S s for the recorded frames' verdicts (default 2)")
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         summary = record_live(
             args.connect, args.out, verdict_endpoint=args.verdicts, max_frames=args.max_frames,
             duration_s=args.duration, verdict_grace_s=args.verdict_grace, stop=stop,
-            compression=args.compression, overwrite=args.force,
+            compression=args.compression, overwrite=args.force, curve=keys.from_arguments(args),
         )
     finally:
         _restore_handlers(previous)
@@ -154,9 +155,9 @@ class _LiveRecorder:
             log.warning("skipping a malformed %s message (%d so far): %s", what, self.bad_messages, exc)
 
 
-def _subscriber(context: zmq.Context, endpoint: str, topic: bytes) -> zmq.Socket:
+def _subscriber(context: zmq.Context, endpoint: str, topic: bytes, curve: transport.ClientCurve | None) -> zmq.Socket:
     hwm = transport.TAP_SUB_HWM if topic == wire.TOPIC_FRAME else transport.VERDICT_HWM
-    return transport.subscriber(context, endpoint, (topic,), hwm=hwm)
+    return transport.subscriber(context, endpoint, (topic,), hwm=hwm, curve=curve)
 
 
 def _drain(sock: zmq.Socket, handle: Any) -> None:
@@ -179,11 +180,14 @@ def record_live(
     stop: threading.Event | None = None,
     compression: str = "zstd",
     overwrite: bool = False,
+    curve: transport.ClientCurve | None = None,
 ) -> dict[str, Any]:
     """Record the daemon's frame tap (and verdicts) until ``stop`` is set, ``max_frames`` frames
     were written or ``duration_s`` passed; then (limit stops only) wait up to ``verdict_grace_s``
     for the verdicts of recorded frames. The file is closed cleanly in every case. Returns a
     summary dict (path, n_frames, n_verdicts, cameras, bad_messages, duration_s, stopped_by).
+    ``curve``: subscribe as this CURVE client, pinning the daemon's key (the tap and the verdicts;
+    docs/security.md); failed handshakes are logged and counted (``refused_handshakes``).
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {max_frames}")
@@ -193,9 +197,13 @@ def record_live(
     metadata = {"source": tap_endpoint, "source_kind": "live_tap", "verdict_source": verdict_endpoint or ""}
     context = zmq.Context()
     started = time.monotonic()
+    watches: list[transport.HandshakeWatch] = []
     try:
-        tap = _subscriber(context, tap_endpoint, wire.TOPIC_FRAME)
-        verdicts = _subscriber(context, verdict_endpoint, wire.TOPIC_VERDICT) if verdict_endpoint else None
+        tap = _subscriber(context, tap_endpoint, wire.TOPIC_FRAME, curve)
+        verdicts = _subscriber(context, verdict_endpoint, wire.TOPIC_VERDICT, curve) if verdict_endpoint else None
+        if curve is not None:   # a publisher without the pinned daemon's key: refused, logged, counted
+            watches = [transport.HandshakeWatch(sock, name, _refused) for sock, name in ((tap, "tap"), (verdicts, "verdicts"))
+                       if sock is not None]
         with RecordingWriter(out_path, compression=compression, metadata=metadata, overwrite=overwrite) as writer:
             recorder = _LiveRecorder(writer)
             log.info("recording %s%s -> %s", tap_endpoint, f" + verdicts {verdict_endpoint}" if verdicts else "", out_path)
@@ -203,12 +211,19 @@ def record_live(
             if verdicts is not None and stopped_by != "signal" and verdict_grace_s > 0:
                 _collect_late_verdicts(verdicts, recorder, stop, verdict_grace_s)
     finally:
+        for watch in watches:
+            watch.close()
         context.destroy(linger=0)
     return {
         "path": str(out_path), "source": tap_endpoint, "n_frames": writer.n_frames, "n_verdicts": writer.n_verdicts,
         "cameras": dict(sorted(recorder.cameras.items())), "bad_messages": recorder.bad_messages,
         "duration_s": round(time.monotonic() - started, 3), "stopped_by": stopped_by,
+        "refused_handshakes": sum(watch.total for watch in watches),
     }
+
+
+def _refused(socket: str, reason: str) -> None:
+    log.error("refused the %s publisher (CURVE handshake %s): not the daemon whose key is pinned", socket, reason)
 
 
 def _record_until_stop(

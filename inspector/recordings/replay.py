@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from inspector.line import transport, wire
+from inspector.line import keys, transport, wire
 from inspector.recordings.recording import RecordedFrame, open_recording
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give up when a frame cannot be sent for S seconds (default 10)")
     parser.add_argument("--allow-truncated", action="store_true",
                         help="exit 0 for a truncated recording too (its frames before the cut are sent)")
+    keys.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         summary = replay(
             args.file, args.connect, speed=args.speed, max_rate=args.max, deadline_ms=args.deadline_ms,
             cameras=cameras, max_frames=args.max_frames, send_timeout_s=args.send_timeout, stop=stop,
+            curve=keys.from_arguments(args),
         )
     finally:
         for signum, handler in previous.items():
@@ -112,9 +114,11 @@ def _wait_until(target: float, stop: threading.Event) -> None:
         stop.wait(min(remaining, SLEEP_SLICE_S))
 
 
-def _push_socket(context: zmq.Context, endpoint: str, sndhwm: int, send_timeout_s: float, linger_ms: int) -> zmq.Socket:
+def _push_socket(context: zmq.Context, endpoint: str, sndhwm: int, send_timeout_s: float, linger_ms: int,
+                 curve: transport.ClientCurve | None = None) -> zmq.Socket:
     slice_ms = int(min(send_timeout_s, SEND_SLICE_S) * 1000)
-    return transport.frame_push(context, endpoint, hwm=sndhwm, send_timeout_ms=slice_ms, linger_ms=linger_ms)
+    return transport.frame_push(context, endpoint, hwm=sndhwm, send_timeout_ms=slice_ms, linger_ms=linger_ms,
+                                curve=curve)
 
 
 def replay(
@@ -132,8 +136,10 @@ def replay(
     stop: threading.Event | None = None,
     context: zmq.Context | None = None,
     credits: Credits | None = None,
+    curve: transport.ClientCurve | None = None,
 ) -> dict[str, Any]:
-    """Push the frames of recording ``path`` to ``endpoint`` (see module doc).
+    """Push the frames of recording ``path`` to ``endpoint`` (see module doc); a CURVE client
+    with ``curve`` (docs/security.md).
 
     ``speed`` > 0 scales the recorded timing (ignored with ``max_rate``). ``cameras``: only
     these. ``max_frames``: stop after that many. ``stop``: an Event that ends the replay early.
@@ -156,7 +162,7 @@ def replay(
     stop = stop or threading.Event()
     own_context = context is None
     context = context or zmq.Context()
-    sock = _push_socket(context, endpoint, sndhwm, send_timeout_s, linger_ms)
+    sock = _push_socket(context, endpoint, sndhwm, send_timeout_s, linger_ms, curve)
     sent: dict[str, int] = {}
     sessions: dict[tuple[str, int], int] = {}  # recorded (camera, session) -> this replay's session
     late, max_lag = 0, 0.0

@@ -172,6 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", metavar="FILE", help="engine to validate (a config is generated; see docs/recordings.md)")
     parser.add_argument("--calibration", metavar="FILE", help="calibration profile for --engine (without it: scores only)")
     parser.add_argument("--backend", help="backend for --engine (default onnxruntime)")
+    parser.add_argument("--trusted-keys", action="append", metavar="PATH",
+                        help="--engine: public keys engine and profiles must be signed by (default $INSPECTOR_TRUSTED_KEYS)")
     parser.add_argument("--config", action="append", metavar="FILE",
                         help="daemon config (sockets are replaced by free loopback ports); give it twice for A/B")
     second = parser.add_argument_group("second configuration (A/B)")
@@ -209,7 +211,8 @@ def specs_from_args(args: argparse.Namespace) -> list[RunSpec]:
         raise ValidationError(f"{' and '.join(b_options)}: give config B either as a config or as changes to A")
     try:
         if args.engine:
-            a = spec_from_engine(args.engine, args.calibration, backend=args.backend or "onnxruntime")
+            a = spec_from_engine(args.engine, args.calibration, backend=args.backend or "onnxruntime",
+                                 trusted_keys=args.trusted_keys)
         else:
             a = spec_from_config_file(configs[0])
         b_config = configs[1] if len(configs) == 2 else args.config2

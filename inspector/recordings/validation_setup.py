@@ -128,10 +128,18 @@ def spec_from_config_file(path: str | Path) -> RunSpec:
 
 
 def spec_from_engine(engine: str | Path, calibration: str | Path | None = None, *, backend: str = "onnxruntime",
-                     deadline_ms: float = DEFAULT_DEADLINE_MS) -> RunSpec:
+                     deadline_ms: float = DEFAULT_DEADLINE_MS, trusted_keys: list[str] | None = None) -> RunSpec:
     """A generated config for ``engine`` judged with ``calibration`` as the default profile (every
     camera). Without a calibration the run is scores-only (see RunSpec); the placeholder profile is
-    written when the run starts. ``deadline_ms``: deadline of frames that carry none."""
+    written when the run starts. ``deadline_ms``: deadline of frames that carry none.
+    ``trusted_keys``: the public keys engine and profile must be signed by (default
+    ``$INSPECTOR_TRUSTED_KEYS``; none is a ValidationError: nothing runs unverified)."""
+    from inspector.core.signing import TRUSTED_KEYS_ENV, trust_paths
+
+    keys = [str(Path(p).resolve()) for p in trust_paths(trusted_keys)]
+    if not keys:
+        raise ValidationError(f"validate verifies the engine and its profile: pass --trusted-keys PATH (or set "
+                              f"{TRUSTED_KEYS_ENV}) naming the site's public key(s) (docs/security.md)")
     engine = Path(engine).resolve()
     config = {
         "daemon": {"id": "inspector-validate", "frames": "tcp://127.0.0.1:1", "verdicts": "tcp://127.0.0.1:2"},
@@ -139,6 +147,7 @@ def spec_from_engine(engine: str | Path, calibration: str | Path | None = None, 
         "defaults": {"deadline_ms": float(deadline_ms),
                      "calibration": str(Path(calibration).resolve()) if calibration else ""},
         "overload": {"max_queue": GENERATED_MAX_QUEUE},
+        "trust": {"keys": keys},
     }
     what = f"engine {engine.name} ({backend})" + (f" + calibration {Path(calibration).name}" if calibration
                                                    else " without calibration (scores only)")
@@ -193,7 +202,7 @@ def dump_toml(config: dict[str, Any]) -> str:
     sections) as TOML text."""
     lines: list[str] = []
     for name, body in config.items():
-        if name not in NAMED_SECTIONS:
+        if name not in NAMED_SECTIONS and body is not None:   # an optional section that is not set
             lines += _table(name, body)
     for name in NAMED_SECTIONS:
         for key, body in config.get(name, {}).items():
@@ -202,7 +211,12 @@ def dump_toml(config: dict[str, Any]) -> str:
 
 
 def _scores_only_profile(config: dict[str, Any], out: Path) -> Path:
-    """Write a profile for the configured engine whose threshold no score reaches."""
+    """Write a profile for the configured engine (its signature verified first) whose threshold
+    no score reaches, signed by a key made for this run only, whose public half the run's
+    ``[trust]`` lists (it signs nothing else, and its private half never touches the disk)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from inspector.core.signing import SigningKey
     from inspector.judge.profile import engine_block, new_profile, save_profile
 
     manifest = engine_manifest(config_from_dict(config))
@@ -210,15 +224,21 @@ def _scores_only_profile(config: dict[str, Any], out: Path) -> Path:
     data = new_profile(engine_block(manifest, backend),
                        {"image": SCORES_ONLY_THRESHOLD, "pixel": None, "min_defect_area": None},
                        note="written by inspector validate: scores only, rejects nothing")
-    return save_profile(out, data)
+    key = SigningKey(Ed25519PrivateKey.generate(), "inspector-validate-scores-only")
+    public = out.with_suffix(".pub")
+    public.write_bytes(key.public_pem())
+    config["trust"] = {"keys": [*(config.get("trust") or {}).get("keys", []), str(public)]}
+    return save_profile(out, data, signing_key=key)
 
 
 def _run_config(spec: RunSpec, name: str, workdir: Path) -> dict[str, Any]:
     """The config a run's daemon gets: ``spec.config`` with fresh loopback sockets, no tap, no
     health server, fast heartbeats (and the placeholder profile when scores-only); a box
-    config's gateways are left out (a validation runs the daemon alone)."""
+    config's gateways and ``[curve]`` are left out (a validation runs the daemon alone, on
+    loopback); its ``[trust]`` stays: the daemon verifies engine and profiles as on the line."""
     config = json.loads(json.dumps(spec.config))
     config.pop("gateways", None)
+    config.pop("curve", None)   # fresh loopback ports, the daemon alone: no link leaves the machine
     daemon = config.setdefault("daemon", {})
     daemon.update({"id": f"inspector-validate-{name}", "frames": free_tcp_endpoint(), "verdicts": free_tcp_endpoint(),
                    "tap": "", "health": "", "heartbeat_ms": HEARTBEAT_MS, "log_format": "json"})

@@ -5,6 +5,10 @@ The box config is ``examples/two_cameras.toml`` with its paths and ports replace
     grab-cam0 (8 good images, ROI) --+                                 +--> gateway-plc --Modbus--> simulated PLC
     grab-cam1 (4 defect images) -----+--PUSH--> daemon (tiny engine) --+
 
+Every link runs CURVE as the example declares it (keys made here with ``inspector keys curve``;
+the grabbers and the gateway take theirs from the file), and the profiles are signed with the
+run's site key, which ``[trust]`` lists.
+
 Checked where the line ends, in the PLC: every frame of both cameras has exactly one verdict, and
 each is a judgement (OK / REJECT, no FAULT: cam0's profile was calibrated with cam0's ROI, so the
 daemon accepts it). Then SIGTERM stops every process cleanly (the supervisor exits 0, the daemon's
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, PlcClient, free_port, run_cli, wait_until
+from conftest import REPO, SITE_PUBLIC, PlcClient, free_port, run_cli, wait_until
 from inspector.line.harness import Processes
 from line_helpers import calibrate, render_good_parts
 
@@ -77,6 +81,13 @@ def box(tiny_dataset, tiny_engine, tmp_path_factory):
                                      roi=ROI)
     config["cameras"]["cam1"].update(source=str(defect_dir), calibration=str(root / "cam1.json"), deadline_ms=30000.0)
     config["gateways"]["plc"].update(plc=f"sim://127.0.0.1:{plc_port}", stats=str(root / "gateway.json"))
+    keys = root / "keys"
+    run_cli("keys", "curve", "daemon", "cam0", "cam1", "gateway", "--out", str(keys))
+    for camera in ("cam0", "cam1"):
+        config["cameras"][camera]["grabber_key"] = str(keys / f"{camera}.key")
+    config["gateways"]["plc"]["key"] = str(keys / "gateway.key")
+    config["curve"]["server_key"] = str(keys / "daemon.key")
+    config["trust"]["keys"] = [str(SITE_PUBLIC)]
     path = root / "inspector.toml"
     path.write_text(toml_dump(config))
     n_frames = {"cam0": len(list((tiny_dataset / "test" / "good").glob("*.png"))),
@@ -89,6 +100,7 @@ def test_the_example_box_config_is_valid_as_written():
 
     config = load_config(REPO / "examples" / "two_cameras.toml")
     assert set(config.cameras) == {"cam0", "cam1"} and config.gateways["plc"].cameras == ["cam0", "cam1"]
+    assert config.curve is not None and config.cameras["cam1"].grabber_key == str(REPO / "keys" / "cam1.key")
     assert config.camera("cam1").deadline_ms == 800 and config.camera("cam0").grabber.fps == 10
 
 
@@ -130,6 +142,7 @@ def test_two_cameras_one_command_verdicts_at_the_plc_and_a_clean_sigterm(box):
     summary_line = [line for line in text.splitlines() if line.startswith("daemon") and '"frames_without_verdict"' in line]
     assert summary_line and '"frames_without_verdict": 0' in summary_line[-1]
     assert '"messages_received": %d' % sum(wanted) in summary_line[-1]
+    assert '"refused_frames": 0' in summary_line[-1] and '"refused_handshakes": 0' in summary_line[-1]
     assert "restarting" not in text
 
 

@@ -49,7 +49,7 @@ from inspector.engine import open_engine
 from inspector.judge.profile import load_profile
 from inspector.line.sources import mvtec_source
 
-from conftest import REPO
+from conftest import REPO, SITE_PUBLIC
 from inspector.line.harness import Processes
 from line_helpers import calibrate, render_good_parts
 from conftest import free_port, wait_until
@@ -106,6 +106,9 @@ max_wait_ms = 4
 [defaults]
 deadline_ms = 5000
 calibration = "{profile}"
+
+[trust]
+keys = ["{SITE_PUBLIC}"]
 """)
     return path
 

@@ -176,7 +176,18 @@ def test_bench_transport_measures_every_case(tmp_path):
         assert case["latency_ms_p50"] <= case["latency_ms_p99"] <= case["latency_ms_max"]
         assert case["mb_per_s"] == pytest.approx(case["frames_per_s"] * case["frame_bytes"] / 1e6)
         assert case["target_fps"] == (30.0 if case["mode"] == "paced" else None)
-    assert "| 1024x1024 (1mp) | bgr8 | tcp | paced 30 fps |" in proc.stdout
+    assert "| 1024x1024 (1mp) | bgr8 | tcp | null | paced 30 fps |" in proc.stdout
+
+
+def test_bench_transport_measures_curve_too(tmp_path):
+    out = tmp_path / "transport.json"
+    proc = subprocess.run([sys.executable, str(TRANSPORT_TOOL), "--seconds", "0.3", "--sizes", "1mp", "--formats", "mono8",
+                           "--transports", "tcp", "--fps", "0", "--security", "curve", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    [case] = json.loads(out.read_text())["cases"]
+    assert case["security"] == "curve" and case["frames"] >= 2 and case["lost"] == 0
+    assert "| 1024x1024 (1mp) | mono8 | tcp | curve | max |" in proc.stdout
 
 
 def test_bench_transport_refuses_bad_arguments():

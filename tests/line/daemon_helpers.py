@@ -26,7 +26,7 @@ from inspector.line import wire
 from inspector.line.config import config_from_dict
 from inspector.line.daemon import Daemon
 from inspector.judge.profile import inspection_identity, save_profile
-from conftest import wait_until
+from conftest import SITE_PUBLIC, site_key, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE_FORMAT = "inspector.calibration/1"
@@ -41,15 +41,28 @@ def profile_dict(manifest: dict, image: float, *, camera=None, pixel=None, area=
             "thresholds": {"image": image, "pixel": pixel, "min_defect_area": area}}
 
 
+def save_signed(path: Path, data: dict) -> Path:
+    """``save_profile`` signed with the run's site key (what ``inspector calibrate`` does)."""
+    return save_profile(path, data, signing_key=site_key())
+
+
+TRUST = {"keys": [str(SITE_PUBLIC)]}   # [trust] of the test daemons: the run's site key
+
+
 def toml_value(value) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):
+        return json.dumps(value)
     return repr(value)
 
 
 def write_toml(path: Path, sections: dict[str, dict]) -> Path:
+    """A daemon config; one with a ``daemon`` section and no ``trust`` gets :data:`TRUST`."""
+    if "daemon" in sections and "trust" not in sections:
+        sections = {**sections, "trust": TRUST}
     lines = []
     for name, body in sections.items():
         lines.append(f"[{name}]")
@@ -284,14 +297,14 @@ class InProcess:
 
     def __init__(self, tmp_path: Path, **overrides) -> None:
         manifest = {**ScriptedEngine.manifest}
-        save_profile(tmp_path / "p.json", profile_dict(manifest, 0.5))
+        save_signed(tmp_path / "p.json", profile_dict(manifest, 0.5))
         name = f"d{time.monotonic_ns()}"
         sections = {
             "daemon": {"frames": f"inproc://{name}-frames", "verdicts": f"inproc://{name}-verdicts", "heartbeat_ms": 50,
                        "drain_ms": 300, "log_format": "text"},
             "engine": {"path": "engine.onnx", "max_batch": 4, "max_wait_ms": 200.0},
             "defaults": {"calibration": "p.json", "deadline_ms": 60000.0},
-            "overload": {"max_queue": 64, "policy": "reject_oldest"}}
+            "overload": {"max_queue": 64, "policy": "reject_oldest"}, "trust": TRUST}
         for section, values in overrides.items():
             sections[section] = {**sections.get(section, {}), **values}
         self.config = config_from_dict(sections, base_dir=tmp_path)
@@ -322,3 +335,22 @@ class InProcess:
         self.push.close(0)
         self.listener.close()
         self.context.destroy(linger=0)
+
+
+def extreme_images(tiny_dataset: Path, tiny_engine: Path) -> dict:
+    """The tiny engine's highest- and lowest-scoring test images (``defect``, ``good``), a
+    ``threshold`` between their scores, and the engine's ``manifest``."""
+    import cv2
+
+    from inspector.engine import open_engine
+
+    files = sorted((tiny_dataset / "test").glob("*/*.png"))
+    pictures = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files]
+    engine = open_engine("onnxruntime", str(tiny_engine), threads=1)
+    scores = engine.infer(pictures, ["bgr8"] * len(pictures)).scores
+    manifest = engine.manifest
+    engine.close()
+    high, low = int(np.argmax(scores)), int(np.argmin(scores))
+    assert scores[high] - scores[low] > 1e-3
+    return {"defect": pictures[high], "good": pictures[low], "threshold": float(scores[high] + scores[low]) / 2,
+            "manifest": manifest}

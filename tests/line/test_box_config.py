@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 
 BOX = """\
 [daemon]
-frames = "tcp://0.0.0.0:7555"
+frames = "tcp://127.0.0.1:7555"
 verdicts = "tcp://127.0.0.1:7556"
 
 [engine]

@@ -28,11 +28,11 @@ import zmq
 from inspector.line import wire
 from inspector.line.config import load_config
 from inspector.engine import open_engine
-from inspector.judge.profile import save_profile
+
 from inspector.judge.regions import largest_region_areas
 from conftest import free_port, wait_until
 from daemon_helpers import (REPO, Listener, NotifySocket, by_key, close_all, http_get, make_push, metric_value,
-                            profile_dict, send, serve, stop, threshold_between_scores, write_toml)
+                            profile_dict, save_signed, send, serve, stop, threshold_between_scores, write_toml)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -71,10 +71,10 @@ def test_example_config_is_valid_and_paths_resolve_against_its_folder():
 
 def test_check_config_reports_every_problem_with_its_location(tmp_path, scored, tiny_engine):
     manifest = scored["manifest"]
-    save_profile(tmp_path / "good.json", profile_dict(manifest, 1.0))
+    save_signed(tmp_path / "good.json", profile_dict(manifest, 1.0))
     other = profile_dict(manifest, 1.0, camera="cam0")
     other["engine"]["sha256"] = "0" * 64                           # calibrated on another engine
-    save_profile(tmp_path / "other.json", other)
+    save_signed(tmp_path / "other.json", other)
     daemon = {"frames": f"tcp://127.0.0.1:{free_port()}", "verdicts": f"tcp://127.0.0.1:{free_port()}"}
     engine = {"path": os.path.relpath(tiny_engine, tmp_path), "threads": 1}   # relative to the config's folder
 
@@ -116,13 +116,13 @@ def test_serve_end_to_end(tmp_path, scored, tiny_engine):
     n = len(images)
     # cam0: image rule only, threshold between the engine's own scores.
     threshold = threshold_between_scores(scores)
-    save_profile(tmp_path / "cam0.json", profile_dict(manifest, threshold, camera="cam0"))
+    save_signed(tmp_path / "cam0.json", profile_dict(manifest, threshold, camera="cam0"))
     # cam1: region rule only (image threshold out of reach), min area from the engine's own maps.
     pixel = float(np.percentile(maps, 97))
     areas = largest_region_areas(maps, pixel)
     min_area = int(np.sort(areas[areas > 0])[len(areas[areas > 0]) // 2])
     assert 0 < (areas >= min_area).sum() < n
-    save_profile(tmp_path / "cam1.json", profile_dict(manifest, float(scores.max()) + 1.0, camera="cam1",
+    save_signed(tmp_path / "cam1.json", profile_dict(manifest, float(scores.max()) + 1.0, camera="cam1",
                                                        pixel=pixel, area=min_area))
     ports = {name: free_port() for name in ("frames", "verdicts", "tap", "health")}
     endpoints = {name: f"tcp://127.0.0.1:{port}" for name, port in ports.items() if name != "health"}
@@ -196,7 +196,7 @@ def test_serve_end_to_end(tmp_path, scored, tiny_engine):
 
         # ---- phase 2: SIGHUP with a new cam0 threshold and a broken cam1 profile (old one kept)
         new_threshold = float(scores.min()) - 0.5
-        save_profile(tmp_path / "cam0.json", profile_dict(manifest, new_threshold, camera="cam0"))
+        save_signed(tmp_path / "cam0.json", profile_dict(manifest, new_threshold, camera="cam0"))
         (tmp_path / "cam1.json").write_text("{ not json")
         proc.send_signal(signal.SIGHUP)
         wait_until(lambda: metric_value(http_get(ports["health"], "/metrics")[1],
@@ -247,7 +247,7 @@ def test_serve_end_to_end(tmp_path, scored, tiny_engine):
 
 def test_overload_burst_every_frame_gets_exactly_one_verdict(tmp_path, scored, tiny_engine):
     manifest, image = scored["manifest"], scored["images"][0]
-    save_profile(tmp_path / "default.json", profile_dict(manifest, float(scored["scores"].max()) + 1.0))
+    save_signed(tmp_path / "default.json", profile_dict(manifest, float(scored["scores"].max()) + 1.0))
     folder = Path(tempfile.mkdtemp(prefix="ovl", dir="/tmp"))   # ipc paths must be short
     try:
         endpoints = {"frames": f"ipc://{folder}/frames", "verdicts": f"ipc://{folder}/verdicts"}

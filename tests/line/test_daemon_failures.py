@@ -9,8 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from inspector.judge.profile import save_profile
-from daemon_helpers import InProcess, ScriptedEngine, by_key, coded, profile_dict, send
+from daemon_helpers import InProcess, ScriptedEngine, by_key, coded, profile_dict, save_signed, send
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -99,8 +98,8 @@ def test_verdicts_of_a_camera_are_published_in_seq_order(tmp_path):
 
 def test_the_cameras_roi_reaches_the_engine_and_a_profile_calibrated_without_it_is_refused(tmp_path):
     manifest = {**ScriptedEngine.manifest}
-    save_profile(tmp_path / "roi.json", {**profile_dict(manifest, 0.5, camera="cam0"), "roi": {"rect": [1, 2, 3, 4]}})
-    save_profile(tmp_path / "whole.json", profile_dict(manifest, 0.5, camera="cam1"))
+    save_signed(tmp_path / "roi.json", {**profile_dict(manifest, 0.5, camera="cam0"), "roi": {"rect": [1, 2, 3, 4]}})
+    save_signed(tmp_path / "whole.json", profile_dict(manifest, 0.5, camera="cam1"))
     line = InProcess(tmp_path, cameras={"cam0": {"calibration": "roi.json", "roi": "1,2,3,4"},
                                         "cam1": {"calibration": "whole.json", "roi": "0,0,4,4"}})
     try:

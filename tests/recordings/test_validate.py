@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, run_cli
+from conftest import REPO, SITE_PUBLIC, run_cli, site_key
 import inspector.recordings.validation_run as validation_run
 from inspector.line import wire
 from inspector.line.config import config_from_dict
@@ -94,7 +94,7 @@ def setup(tmp_path_factory, tiny_dataset, tiny_engine):
     threshold_b = float((below[k] + below[k + 1]) / 2)  # some frames flip OK -> REJECT, some stay OK
     low = json.loads(profile.read_text())
     low["thresholds"]["image"] = threshold_b
-    profile_low = save_profile(work / "P_low.json", low)
+    profile_low = save_profile(work / "P_low.json", low, signing_key=site_key())   # as calibrate signs
     return argparse.Namespace(work=work, recording=recording, profile=profile, profile_low=profile_low,
                               frames=frames, scores=scores, threshold_a=threshold_a, threshold_b=threshold_b,
                               engine=tiny_engine)
@@ -185,6 +185,7 @@ def test_live_record_then_validate_round_trip(setup, tmp_path):
         "daemon": {"frames": frames_ep, "verdicts": verdicts_ep, "tap": tap_ep, "heartbeat_ms": 100, "tap_hwm": 1000},
         "engine": {"path": str(setup.engine)},
         "defaults": {"deadline_ms": 60000.0, "calibration": str(setup.profile)},
+        "trust": {"keys": [str(SITE_PUBLIC)]},
     }))
     live = tmp_path / "R2.mcap"
     context = zmq.Context()
