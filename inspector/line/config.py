@@ -134,6 +134,7 @@ class DaemonSection(_Strict):
     log_format: Literal["json", "text"] = "json"
     rcvhwm: int = Field(4, ge=1, le=100_000)          # frames ZeroMQ may hold before the daemon takes them
     tap_hwm: int = Field(16, ge=1, le=100_000)        # frames queued per tap subscriber before the tap drops
+    tap_maps: bool = False                            # also publish REJECT/FAULT anomaly maps on the tap (archive)
     drain_ms: int = Field(2000, ge=0, le=600_000)     # SIGTERM: longest wait for in-flight frames
     linger_ms: int = Field(1000, ge=0, le=60_000)     # at exit: time to flush published verdicts
 
@@ -151,6 +152,8 @@ class DaemonSection(_Strict):
         endpoints = [e for e in (self.frames, self.verdicts, self.tap) if e]
         if len(set(endpoints)) != len(endpoints):
             raise ValueError(f"frames, verdicts and tap endpoints must differ, got {endpoints}")
+        if self.tap_maps and not self.tap:
+            raise ValueError("tap_maps = true needs a tap endpoint")
         return self
 
 
@@ -254,6 +257,29 @@ class CameraSettings:
     grabber: GrabberSettings
 
 
+class ArchiveSection(_Strict):
+    """The reject archive (``inspector archive``, docs/station.md): every REJECT and FAULT frame with
+    its pixels, anomaly map, overlay and verdict, and a sample of OK frames, under a disk quota."""
+
+    path: ResolvedPath = Field(min_length=1)             # folder: index.sqlite + entries/
+    ok_every: int = Field(0, ge=0, le=1_000_000)         # keep 1 OK frame in N per camera (0 = none)
+    quota_mb: float = Field(1024.0, gt=0.0)              # oldest entries go first beyond this
+    retention_days: float = Field(30.0, gt=0.0)          # and beyond this age
+    thumbnail_px: int = Field(160, ge=16, le=2048)       # longest side of a thumbnail
+    wait_ms: int = Field(1000, ge=0, le=60_000)          # how long a verdict waits for its frame and map
+    queue: int = Field(64, ge=1, le=100_000)             # entries waiting for the disk; beyond: counted, lost
+
+
+class UiSection(_Strict):
+    """The operator page (``inspector ui``, docs/station.md)."""
+
+    listen: HostPort = Field("127.0.0.1:8080", min_length=1)   # HOST:PORT (0 = a free port, announced)
+    users: ResolvedPath = ""             # operator accounts (inspector ui --add-user); "" = nobody can log in
+    secret: ResolvedPath = ""            # session signing key (created 0600); "" = ARCHIVE/ui_secret
+    secure_cookies: bool = True          # Secure flag on the session cookie (HTTPS, or http://localhost)
+    session_hours: float = Field(8.0, gt=0.0, le=24.0 * 30)
+
+
 class OverloadSection(_Strict):
     max_queue: int = Field(64, ge=1, le=1_000_000)
     policy: Literal["reject_oldest", "reject_newest"] = "reject_oldest"
@@ -266,6 +292,8 @@ class Config(_Strict):
     cameras: dict[str, CameraSection] = {}
     overload: OverloadSection = OverloadSection()
     gateways: dict[str, GatewaySection] = {}
+    archive: ArchiveSection | None = None
+    ui: UiSection | None = None
     _source: str = PrivateAttr("<dict>")  # the file this came from (for messages)
 
     @property
@@ -443,6 +471,11 @@ def cross_reference_problems(config: Config, text: str = "") -> list[str]:
             if camera not in config.cameras:
                 problems.append(f"{where(f'gateways.{name}', 'cameras')} [gateways.{name}] cameras: camera {camera!r} "
                                 f"is not a daemon camera (declare it once as [cameras.{camera}])")
+    if config.archive is not None and not config.daemon.tap:
+        problems.append(f"{where('archive')} [archive]: the archive needs the daemon's tap ([daemon] tap, "
+                        "and tap_maps = true for anomaly maps)")
+    if config.ui is not None and config.archive is None:
+        problems.append(f"{where('ui')} [ui]: the operator page needs an [archive] section")
     if config.gateways:
         for camera in config.cameras:
             if camera not in served:

@@ -58,7 +58,7 @@ from inspector.line.jobs import (FrameJob, Ident, Outgoing, checked_result, iden
                                  make_verdict)
 from inspector.line.logs import Throttle
 from inspector.line.metrics import CameraLabels, DaemonMetrics
-from inspector.line.publisher import UNKNOWN_CAMERA, VerdictPublisher
+from inspector.line.publisher import UNKNOWN_CAMERA, VerdictPublisher, tap_map
 from inspector.line.profiles import ThresholdTable, load_thresholds
 from inspector.line.watchdog import Watchdog
 from inspector.line.sequence import SequenceTracker
@@ -77,10 +77,6 @@ ENGINE_STALL_FACTOR = 50.0       # ... or this many times the expected batch tim
 class StartupError(RuntimeError):
     """The daemon cannot start (engine unusable, sockets cannot be bound, ...)."""
 
-
-# ------------------------------------------------------------------------------------------------
-# The daemon
-# ------------------------------------------------------------------------------------------------
 
 
 class Daemon:
@@ -270,6 +266,8 @@ class Daemon:
     def _flush_outbox(self) -> None:
         while self.outbox:
             item = self.outbox.popleft()
+            if item.map_parts is not None:  # before its verdict: the archive stores both at once
+                self._mirror(item.map_parts, encode=list)
             self._publish(item.verdict, item.received_ns)
 
     # ---------------------------------------------------------------------------------- receiving
@@ -290,11 +288,11 @@ class Daemon:
             return
         self._on_frame(header, image, received_ns)
 
-    def _mirror(self, parts: list) -> None:
+    def _mirror(self, parts: list, encode=wire.encode_tap) -> None:
         if self.tap is None:
             return
         try:
-            self.tap.send_multipart(wire.encode_tap(parts), flags=zmq.NOBLOCK, copy=False)
+            self.tap.send_multipart(encode(parts), flags=zmq.NOBLOCK, copy=False)
             self._count("tap_sent")
         except (zmq.Again, wire.WireError):
             self._count("tap_dropped")
@@ -374,9 +372,9 @@ class Daemon:
         if self._settle(job):
             self._publish(make_verdict(Ident.of(job.header), reason), job.received_ns)
 
-    def _post(self, job: FrameJob, verdict: wire.Verdict) -> None:
-        """Worker thread: hand a verdict to the receive loop (which publishes it)."""
-        self.outbox.append(Outgoing(verdict, job.received_ns))
+    def _post(self, job: FrameJob, verdict: wire.Verdict, map_parts: list | None = None) -> None:
+        """Worker thread: hand a verdict (and its tap map) to the receive loop (which publishes it)."""
+        self.outbox.append(Outgoing(verdict, job.received_ns, map_parts))
         if self._worker_wake is not None:
             try:
                 self._worker_wake.send(b"", zmq.NOBLOCK)
@@ -455,7 +453,7 @@ class Daemon:
                 rois.append(roi)
         if not judged:
             return
-        want_maps = any(profile.has_region_rule for _, profile in judged)
+        want_maps = self.config.daemon.tap_maps or any(profile.has_region_rule for _, profile in judged)
         self.busy_since = time.monotonic()
         started = time.perf_counter()
         try:
@@ -512,7 +510,9 @@ class Daemon:
             if self._throttle("judge_error"):
                 log.error("could not judge frame: %s", exc, extra={"camera": ident.camera_id, "seq": ident.seq})
             verdict = make_verdict(ident, "engine_error", score=raw_score, threshold=profile.image_threshold)
-        self._post(job, verdict)
+        tapped = self.config.daemon.tap_maps and tap_map(verdict, anomaly_map, self.engine.inspection.fit,
+                                                          profile.pixel_threshold)
+        self._post(job, verdict, tapped or None)
 
     # ---------------------------------------------------------------------------------- control
 

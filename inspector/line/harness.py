@@ -2,7 +2,7 @@
 (SIGTERM, then SIGKILL after a grace period), collect the daemon's verdicts.
 
 Used by ``inspector demo``, ``inspector validate``, ``tools/bench_line.py`` and the whole-line
-tests. Processes are :class:`inspector.line.processes.Child` (the supervisor of ``inspector line``
+tests (:func:`start_station` adds the archive and the operator page). Processes are :class:`inspector.line.processes.Child` (the supervisor of ``inspector line``
 uses the same class); :class:`VerdictCollector` subscribes to a daemon's verdicts and heartbeats
 in a thread of its own (every verdict kept with its arrival time; nothing dropped on our side).
 """
@@ -85,6 +85,22 @@ class Processes:
         """Stop everything still running (nothing may outlive the harness)."""
         for name in list(self.children):
             self.stop(name, grace_s)
+
+
+def start_station(procs: Processes, config_path: str | Path, *, timeout: float = 60.0) -> str | None:
+    """The station of a box config (docs/station.md): ``inspector archive`` (its ``[archive]``) and
+    ``inspector ui`` (its ``[ui]``, when there is one) as ``archive`` and ``ui``; waits until the
+    archive's subscriptions are in place (a daemon must be publishing) and the page answers.
+    Returns the page's address (None without ``[ui]``)."""
+    from inspector.line.config import load_config
+
+    config = load_config(config_path)
+    procs.start("archive", "archive", "--config", str(config_path))
+    procs.wait_line("archive", "archive ready", timeout)
+    if config.ui is None:
+        return None
+    procs.start("ui", "ui", "--config", str(config_path))
+    return procs.wait_line("ui", "ui ready: ", timeout).split("ui ready: ", 1)[1].strip()
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import zmq
 
-from inspector.judge.reasons import FAULT
+from inspector.judge.reasons import FAULT, OK
 from inspector.line import wire
 from inspector.line.counts import DaemonCounts
 from inspector.line.metrics import DaemonMetrics
@@ -56,3 +57,19 @@ class VerdictPublisher:
         self.counts.add("heartbeats")
         self.metrics.heartbeats.inc()
         self.metrics.ready.set(1 if ready else 0)
+
+
+def tap_map(verdict: wire.Verdict, anomaly_map: np.ndarray | None, fit: str,
+            pixel_threshold: float | None) -> list | None:
+    """The tap message ``[TOPIC_MAP, header, pixels]`` carrying a judged REJECT / FAULT frame's
+    anomaly map (float H x W at the inspection size, quantised to uint8) for the reject archive;
+    None for OK verdicts, frames without a map, and a map that does not encode (a non-finite
+    map: logged; the verdict itself is unaffected). Runs in the engine worker."""
+    if anomaly_map is None or verdict.decision == OK:
+        return None
+    try:
+        return wire.encode_map(wire.AnomalyMap.quantise(verdict.camera_id, verdict.seq, verdict.capture_ns,
+                                                        anomaly_map, fit, pixel_threshold))
+    except wire.WireError as exc:
+        log.warning("anomaly map not sent on the tap: %s", exc, extra={"camera": verdict.camera_id, "seq": verdict.seq})
+        return None
