@@ -9,10 +9,13 @@ Shapes and ranges:
 * anomaly map: float h x w at the engine's inspection size, made from the camera image by
   ``core.preprocess.fit_image`` with ``fit`` (``squash``: the whole image resized; ``letterbox``:
   resized keeping its aspect ratio, centred; the border is not part of the image);
-* outputs: uint8 H x W x 3 BGR.
+* outputs: uint8 BGR: the overlay is the camera image at its resolution (whole-pixel enlarged when
+  narrower than ``MIN_CAPTION_WIDTH``) under a caption band.
 """
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -22,6 +25,7 @@ from .preprocess import FITS, letterbox_box
 OUTLINE_BGR = (255, 0, 255)          # magenta: visible on the JET colours and on grey parts
 TEXT_BGR = (255, 255, 255)
 IMAGE_WEIGHT = 0.6                   # the overlay: 60 % camera image, 40 % map colours
+MIN_CAPTION_WIDTH = 480              # narrower images are enlarged (whole pixels) in their overlay
 
 
 def map_to_image(amap: np.ndarray, image_hw: tuple[int, int], fit: str) -> np.ndarray:
@@ -67,24 +71,33 @@ def _caption(score: float | None, threshold: float | None, decision: str | None)
     return f"{head}score {number(score)}  threshold {number(threshold)}"
 
 
-def draw_caption(bgr: np.ndarray, text: str) -> None:
-    """``text`` in white on a dark band at the top left, scaled to the image width (in place)."""
-    scale = max(0.4, min(2.0, bgr.shape[1] / 640.0))
+def overlay_scale(width: int) -> int:
+    """The whole-pixel enlargement of an overlay of an image ``width`` pixels wide: 1 from
+    :data:`MIN_CAPTION_WIDTH` on (the camera's resolution), else enough for a legible caption."""
+    return 1 if width >= MIN_CAPTION_WIDTH else math.ceil(MIN_CAPTION_WIDTH / width)
+
+
+def caption_band(width: int, text: str) -> np.ndarray:
+    """uint8 h x ``width`` x 3: ``text`` in white on black, scaled to the width."""
+    scale = max(0.5, min(2.0, width / 640.0))
     thickness = max(1, int(round(scale * 1.5)))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    pad = max(2, int(4 * scale))
-    cv2.rectangle(bgr, (0, 0), (min(bgr.shape[1] - 1, tw + 2 * pad), th + base + 2 * pad), (0, 0, 0), -1)
-    cv2.putText(bgr, text, (pad, th + pad), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_BGR, thickness, cv2.LINE_AA)
+    pad = max(3, int(5 * scale))
+    band = np.zeros((th + base + 2 * pad, width, 3), np.uint8)
+    cv2.putText(band, text, (pad, th + pad), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_BGR, thickness, cv2.LINE_AA)
+    return band
 
 
 def render_overlay(image: np.ndarray, amap: np.ndarray, fit: str, *, pixel_format: str = "bgr8",
                    threshold: float | None = None, outline_threshold: float | None = None,
                    score: float | None = None, decision: str | None = None,
                    vmax: float | None = None) -> np.ndarray:
-    """The camera image at full resolution with the map as JET colours (from the map's minimum to
-    ``vmax``, default the larger of the map's maximum and ``threshold``), the region at or above
-    ``outline_threshold`` (default ``threshold``) outlined, and "DECISION score S threshold T" printed.
-    Returns uint8 H x W x 3 BGR."""
+    """The camera image with the map as JET colours (from the map's minimum to ``vmax``, default
+    the larger of the map's maximum and ``threshold``) and the region at or above
+    ``outline_threshold`` (default ``threshold``) outlined, under a caption band "DECISION score S
+    threshold T". Returns uint8 (band + H * k) x (W * k) x 3 BGR: k = :func:`overlay_scale` (W), 1 for
+    images at least :data:`MIN_CAPTION_WIDTH` wide (the camera's full resolution), a whole-pixel
+    enlargement of narrower ones so that the caption stays legible."""
     bgr = as_bgr(image, pixel_format)
     full = map_to_image(amap, bgr.shape[:2], fit)
     lo = float(full.min())
@@ -92,11 +105,12 @@ def render_overlay(image: np.ndarray, amap: np.ndarray, fit: str, *, pixel_forma
     norm = np.clip((full - lo) / max(top - lo, 1e-12), 0.0, 1.0)
     colours = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
     out = cv2.addWeighted(bgr, IMAGE_WEIGHT, colours, 1.0 - IMAGE_WEIGHT, 0)
-    line = max(1, int(round(max(out.shape[:2]) / 300)))
-    cv2.drawContours(out, defect_contours(full, threshold if outline_threshold is None else outline_threshold),
-                     -1, OUTLINE_BGR, line, cv2.LINE_AA)
-    draw_caption(out, _caption(score, threshold, decision))
-    return out
+    k = overlay_scale(out.shape[1])
+    if k > 1:
+        out = cv2.resize(out, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
+    contours = [c * k + k // 2 for c in defect_contours(full, threshold if outline_threshold is None else outline_threshold)]
+    cv2.drawContours(out, contours, -1, OUTLINE_BGR, max(1, int(round(max(out.shape[:2]) / 300))), cv2.LINE_AA)
+    return np.vstack([caption_band(out.shape[1], _caption(score, threshold, decision)), out])
 
 
 def thumbnail(bgr: np.ndarray, longest_px: int) -> np.ndarray:

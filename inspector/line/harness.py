@@ -124,20 +124,19 @@ class Arrival:
     arrival_ns: int
 
 
-class VerdictCollector:
-    """SUB on a daemon's verdicts + heartbeats, read in a background thread. ``arrivals``: every
-    verdict in arrival order; ``ready``: the last heartbeat's ready flag (None before the first);
-    ``malformed``: messages that did not decode. Close it with :meth:`close`."""
+class VerdictSubscriber:
+    """SUB on a daemon's verdicts + heartbeats, read in a background thread: each decoded message
+    goes to :meth:`on_verdict` / :meth:`on_heartbeat` (subclasses; called in that thread);
+    ``malformed`` counts messages that did not decode. Subclasses set their own state first, then
+    call ``super().__init__``, which starts the thread. Close it with :meth:`close`."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, name: str = "verdicts") -> None:
         self.context = zmq.Context()
         self.sock = transport.verdict_subscriber(self.context, endpoint)
         self.lock = threading.Lock()
-        self.arrivals: list[Arrival] = []
-        self.ready: bool | None = None
         self.malformed = 0
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="verdicts", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -158,10 +157,38 @@ class VerdictCollector:
             self.malformed += 1
             return
         if isinstance(message, Heartbeat):
-            self.ready = message.ready
-            return
+            self.on_heartbeat(message)
+        else:
+            self.on_verdict(message, arrival_ns)
+
+    def on_verdict(self, verdict: Verdict, arrival_ns: int) -> None:
+        raise NotImplementedError
+
+    def on_heartbeat(self, beat: Heartbeat) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(2)
+        self.sock.close(0)
+        self.context.term()
+
+
+class VerdictCollector(VerdictSubscriber):
+    """Every verdict in arrival order (``arrivals``); ``ready``: the last heartbeat's ready flag
+    (None before the first)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.arrivals: list[Arrival] = []
+        self.ready: bool | None = None
+        super().__init__(endpoint)
+
+    def on_heartbeat(self, beat: Heartbeat) -> None:
+        self.ready = beat.ready
+
+    def on_verdict(self, verdict: Verdict, arrival_ns: int) -> None:
         with self.lock:
-            self.arrivals.append(Arrival(message, arrival_ns))
+            self.arrivals.append(Arrival(verdict, arrival_ns))
 
     @property
     def verdicts(self) -> list[Verdict]:
@@ -176,9 +203,3 @@ class VerdictCollector:
                 return True
             time.sleep(0.05)
         return bool(self.ready)
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(2)
-        self.sock.close(0)
-        self.context.term()

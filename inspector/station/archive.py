@@ -312,11 +312,12 @@ class Archive:
 
     def query(self, *, camera: str | None = None, since_ns: int | None = None, until_ns: int | None = None,
               decision: str | None = None, reason: str | None = None, false_reject: bool | None = None,
-              after_id: int | None = None, include_corrupt: bool = False, limit: int = 100,
-              newest_first: bool = True) -> list[Entry]:
-        """Entries by camera, capture-time range [since, until), decision, reason, operator mark;
-        ``after_id``: only newer rows (what a live page has not seen yet)."""
-        where, args = [], []
+              after_id: int | None = None, include_corrupt: bool = False, rejects_only: bool = False,
+              limit: int = 100, newest_first: bool = True) -> list[Entry]:
+        """Entries by camera, capture-time range [since, until), decision (``rejects_only``: REJECT
+        and FAULT), reason, operator mark; ``after_id``: only newer rows (what a live page has not
+        seen yet)."""
+        where, args = ["decision != 'OK'"] if rejects_only else [], []
         for clause, value in (("camera = ?", camera), ("capture_ns >= ?", since_ns), ("capture_ns < ?", until_ns),
                               ("decision = ?", decision), ("reason = ?", reason), ("id > ?", after_id),
                               ("false_reject = ?", None if false_reject is None else int(false_reject))):

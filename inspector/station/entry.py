@@ -7,7 +7,8 @@ Files of an entry (each optional but the verdict):
     map.png        the anomaly map as the tap carried it: uint8 at the inspection size; the float
                    map is ``lo + byte / 255 * (hi - lo)`` (``map`` in the entry's made_by record)
     overlay.jpg    full resolution: the map in colour on the camera image, the defect region
-                   outlined, decision, score and threshold printed (core.overlay.render_overlay)
+                   outlined, decision, score and threshold printed above it (core.overlay.render_overlay;
+                   images narrower than 480 px enlarged by whole pixels: ``overlay.scale``)
     thumb.jpg      the overlay (or, without a map, the original) shrunk to ``thumbnail_px``
 """
 
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 
 from inspector import __version__
-from inspector.core.overlay import as_bgr, render_overlay, thumbnail
+from inspector.core.overlay import as_bgr, overlay_scale, render_overlay, thumbnail
 from inspector.line import wire
 
 PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]   # level 1: ~3x faster than the default 3, ~10 % larger
@@ -92,6 +93,9 @@ def entry_files(pending: Pending, thumbnail_px: int) -> tuple[dict[str, bytes], 
                                    outline_threshold=m.pixel_threshold if m.pixel_threshold is not None else v.threshold,
                                    score=v.score, decision=v.decision)
             files["overlay.jpg"] = _jpeg(shown)
+            k = overlay_scale(original.shape[1])
+            made_by["overlay"] = {"scale": k, "caption_px": shown.shape[0] - original.shape[0] * k,
+                                  "layout": "caption band on top, then the image enlarged k times (k = 1: 1:1)"}
     if shown is not None:
         files["thumb.jpg"] = _jpeg(thumbnail(shown, thumbnail_px))
     return files, made_by

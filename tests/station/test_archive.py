@@ -28,10 +28,11 @@ def test_an_entry_holds_the_original_pixels_map_overlay_and_verdict(tmp_path):
     original = cv2.imdecode(np.frombuffer(archive.read(entry, "original.png"), np.uint8), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(original, image)                      # lossless, BGR as received
     overlay = cv2.imdecode(np.frombuffer(archive.read(entry, "overlay.jpg"), np.uint8), cv2.IMREAD_COLOR)
-    assert overlay.shape == image.shape                          # full resolution
+    document = json.loads((archive.entries_dir / entry.dir / "entry.json").read_text())
+    k, band = document["made_by"]["overlay"]["scale"], document["made_by"]["overlay"]["caption_px"]
+    assert k == 8 and overlay.shape == (band + 48 * k, 64 * k, 3)   # full resolution (64 px wide: enlarged 8x)
     thumb = cv2.imdecode(np.frombuffer(archive.read(entry, "thumb.jpg"), np.uint8), cv2.IMREAD_COLOR)
     assert max(thumb.shape[:2]) == 32
-    document = json.loads((archive.entries_dir / entry.dir / "entry.json").read_text())
     assert document["made_by"]["map"]["fit"] == "squash" and document["made_by"]["frame"]["pixel_format"] == "bgr8"
     assert document["files"]["original.png"]["sha256"] == entry.files["original.png"]["sha256"]
 
