@@ -10,8 +10,8 @@ Layout (docs/station.md)::
         map.png, overlay.jpg, thumb.jpg
       tmp/                          entries being written (emptied at open)
 
-Crash safety, the order of every write (:meth:`Archive.add`): files are written into ``tmp/``, each
-fsynced, then the folder is renamed into ``entries/`` (atomic on one file system) and the parent
+Crash safety, the order of every write (:meth:`Archive.add`, :meth:`Archive.add_many`): files are
+written into ``tmp/``, each fsynced, then the folder is renamed into ``entries/`` (atomic on one file system) and the parent
 fsynced, and only then is the index row committed (a transaction). An entry is *acknowledged* once
 its row is committed. At open, :meth:`Archive.recover` removes everything in ``tmp/`` and every
 entry folder without a row: after a kill -9 at any point there is no half entry and no row that
@@ -138,11 +138,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Archive:
@@ -208,11 +209,49 @@ class Archive:
         """Store one entry crash-safely (module docstring) and return its id once acknowledged
         (its row committed); then apply the limits. ``fields``: the verdict (:data:`FIELDS`);
         ``files``: name -> encoded bytes. Raises ArchiveFull, OSError, sqlite3.Error."""
-        size = sum(len(data) for data in files.values())
+        return self.add_many([(fields, files, made_by)])[0]
+
+    def add_many(self, items: list[tuple[dict[str, Any], dict[str, bytes], dict[str, Any]]]) -> list[int]:
+        """Store several entries as one group commit: every file of every entry written, then all
+        fsynced, the folders renamed, their parents fsynced once, and all rows committed in one
+        transaction (a disk's fsyncs cost the same for one file or many: under a flood this keeps
+        up where one entry at a time cannot). All or none are acknowledged; returns their ids."""
+        size = sum(len(data) for _, files, _ in items for data in files.values())
         if shutil.disk_usage(self.root).free - size < self.min_free_bytes:
             raise ArchiveFull(f"{self.root}: writing {size} bytes would leave less than "
                               f"{self.min_free_bytes} bytes free on the disk")
         archived_ns = time.time_ns()
+        staged = [self._stage(fields, files, made_by, archived_ns) for fields, files, made_by in items]
+        for staging, _, _ in staged:
+            for child in staging.iterdir():
+                _fsync_file(child)
+            _fsync_dir(staging)
+        parents = set()
+        for staging, relative, _ in staged:
+            day_dir = self.entries_dir / relative.split("/")[0]
+            if not day_dir.is_dir():
+                day_dir.mkdir(exist_ok=True)
+                _fsync_dir(self.entries_dir)
+            os.rename(staging, self.entries_dir / relative)
+            parents.add(day_dir)
+        for parent in (*parents, self.tmp_dir):
+            _fsync_dir(parent)
+        ids = []
+        with self.transaction():
+            for (fields, files, _), (_, relative, records) in zip(items, staged):
+                cursor = self.db.execute(
+                    f"INSERT INTO entries ({', '.join(FIELDS)}, archived_ns, dir, bytes, files) "
+                    f"VALUES ({', '.join('?' * (len(FIELDS) + 4))})",
+                    (*(fields.get(k) for k in FIELDS), archived_ns, relative,
+                     sum(len(d) for d in files.values()), json.dumps(records)))
+                ids.append(int(cursor.lastrowid))
+        self.enforce_limits()
+        return ids
+
+    def _stage(self, fields: dict[str, Any], files: dict[str, bytes], made_by: dict[str, Any],
+               archived_ns: int) -> tuple[Path, str, dict[str, Any]]:
+        """One entry's folder in tmp/ (written, not yet fsynced): (folder, its path under
+        entries/, the file records)."""
         day = time.strftime("%Y%m%d", time.gmtime(fields["capture_ns"] / 1e9))
         name = f"{fields['capture_ns']}-{_safe(fields['camera'])}-{fields['seq']}-{uuid.uuid4().hex[:8]}"
         records = {key: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for key, data in files.items()}
@@ -221,24 +260,9 @@ class Archive:
         staging = self.tmp_dir / name
         staging.mkdir()
         for key, data in files.items():
-            _write_synced(staging / key, data)
-        _write_synced(staging / ENTRY_JSON, json.dumps(document, indent=1).encode())
-        _fsync_dir(staging)
-        day_dir = self.entries_dir / day
-        if not day_dir.is_dir():
-            day_dir.mkdir(exist_ok=True)
-            _fsync_dir(self.entries_dir)
-        os.rename(staging, day_dir / name)
-        _fsync_dir(day_dir)
-        _fsync_dir(self.tmp_dir)
-        with self.transaction():
-            cursor = self.db.execute(
-                f"INSERT INTO entries ({', '.join(FIELDS)}, archived_ns, dir, bytes, files) "
-                f"VALUES ({', '.join('?' * (len(FIELDS) + 4))})",
-                (*(fields.get(k) for k in FIELDS), archived_ns, f"{day}/{name}", size, json.dumps(records)))
-            entry_id = int(cursor.lastrowid)
-        self.enforce_limits()
-        return entry_id
+            (staging / key).write_bytes(data)
+        (staging / ENTRY_JSON).write_bytes(json.dumps(document, indent=1).encode())
+        return staging, f"{day}/{name}", records
 
     def enforce_limits(self, now_ns: int | None = None) -> dict[str, int]:
         """Delete the oldest entries beyond the retention time, then beyond the quota; returns

@@ -6,7 +6,8 @@
 
 Two threads: the receive loop (this one) owns both sockets, decodes with the strict wire codec
 and pairs frames, maps and verdicts (:class:`~inspector.station.joiner.Joiner`); the writer thread
-encodes the pictures and stores each entry (:class:`~inspector.station.archive.Archive`). The
+encodes the pictures and stores the entries, what is queued at once as one group commit
+(:class:`~inspector.station.archive.Archive`). The
 archive never slows a verdict: it only subscribes (the daemon's tap sends never block), and when
 the disk falls behind the queue fills and entries are counted as lost (``lost_queue_full``) and
 logged, not waited for. A frame that cannot be stored (disk full, an encode error) is counted
@@ -43,6 +44,7 @@ from inspector.station.joiner import Joiner
 log = logging.getLogger("inspector.archive")
 
 POLL_MS = 50
+GROUP = 16          # entries stored per group commit at most (under load; alone otherwise)
 MB = 2**20
 
 
@@ -173,20 +175,43 @@ class Archiver:
 
     # ---------------------------------------------------------------------------------- writer thread
     def _write_loop(self) -> None:
+        """Takes what is queued (up to GROUP entries), encodes each, stores them as one group
+        commit; an entry that does not encode is lost alone, a group that cannot be stored is lost
+        whole (counted, logged); returns at the None sentinel."""
         section = self.config.archive
-        while True:
-            pending = self.queue.get()
-            if pending is None:
-                return
-            try:
-                files, made_by = entry_files(pending, section.thumbnail_px)
-                made_by.update(self.provenance.record(pending.verdict.camera_id))
-                self.archive.add(verdict_fields(pending.verdict), files, made_by)
-                self._count(f"stored_{pending.verdict.decision.lower()}")
-            except ArchiveFull as exc:
+        done = False
+        while not done:
+            group = [self.queue.get()]
+            while len(group) < GROUP and group[-1] is not None:
+                try:
+                    group.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            done = group[-1] is None
+            encoded = []
+            for pending in (p for p in group if p is not None):
+                try:
+                    files, made_by = entry_files(pending, section.thumbnail_px)
+                    made_by.update(self.provenance.record(pending.verdict.camera_id))
+                    encoded.append((pending, (verdict_fields(pending.verdict), files, made_by)))
+                except Exception as exc:  # a picture that does not encode
+                    self._lost("store_failed", pending, f"{type(exc).__name__}: {exc}")
+            if encoded:
+                self._store([pending for pending, _ in encoded], [item for _, item in encoded])
+
+    def _store(self, pendings: list[Pending], items: list) -> None:
+        try:
+            self.archive.add_many(items)
+        except ArchiveFull as exc:
+            for pending in pendings:
                 self._lost("refused_disk_full", pending, str(exc))
-            except Exception as exc:  # an encode error, an I/O error, a locked index...: count, go on
+            return
+        except Exception as exc:  # an I/O error, a locked index...: count, go on
+            for pending in pendings:
                 self._lost("store_failed", pending, f"{type(exc).__name__}: {exc}")
+            return
+        for pending in pendings:
+            self._count(f"stored_{pending.verdict.decision.lower()}")
 
     def _lost(self, counter: str, pending: Pending, why: str) -> None:
         self._count(counter)

@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,14 +46,22 @@ while True:
 
 
 def acknowledged_after_kill(root: Path, start: int, run_s: float) -> list[int]:
-    """Run a writer process for ``run_s`` s, kill -9 it; the ids it had acknowledged."""
+    """Run a writer process until its first acknowledgement, then ``run_s`` s more, and kill -9
+    it; the ids it had acknowledged (printed after ``add`` returned)."""
     child = subprocess.Popen([sys.executable, "-c", WRITER.format(here=str(HERE), root=str(root), start=start)],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(run_s)
-    os.kill(child.pid, signal.SIGKILL)
-    out, err = child.communicate(timeout=10)
-    acked = [int(line.split()[1]) for line in out.splitlines() if line.startswith("ACK ")]
-    assert acked, f"the writer acknowledged nothing in {run_s} s:\n{err[-2000:]}"
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(child.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: lines or child.poll() is not None, 120, "the writer's first entry")
+        time.sleep(run_s)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        reader.join(10)
+    acked = [int(line.split()[1]) for line in lines if line.startswith("ACK ")]
+    assert acked, f"the writer acknowledged nothing:\n{child.stderr.read()[-2000:]}"
     return acked
 
 
@@ -61,7 +70,7 @@ def test_kill_9_mid_write_loses_nothing_acknowledged(tmp_path):
     rng = random.Random(0)
     acked: list[int] = []
     for round_ in range(5):
-        acked += acknowledged_after_kill(root, start=1000 * round_, run_s=rng.uniform(1.0, 2.0))
+        acked += acknowledged_after_kill(root, start=1000 * round_, run_s=rng.uniform(0.2, 1.0))
         archive = Archive(root)                                   # opening recovers
         try:
             indexed = {e.id: e for e in archive.query(limit=100_000, include_corrupt=True)}
