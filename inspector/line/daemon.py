@@ -510,8 +510,7 @@ class Daemon:
             if self._throttle("judge_error"):
                 log.error("could not judge frame: %s", exc, extra={"camera": ident.camera_id, "seq": ident.seq})
             verdict = make_verdict(ident, "engine_error", score=raw_score, threshold=profile.image_threshold)
-        tapped = self.config.daemon.tap_maps and tap_map(verdict, anomaly_map, self.engine.inspection.fit,
-                                                          profile.pixel_threshold)
+        tapped = self.config.daemon.tap_maps and tap_map(verdict, anomaly_map, self.engine, profile.pixel_threshold)
         self._post(job, verdict, tapped or None)
 
     # ---------------------------------------------------------------------------------- control

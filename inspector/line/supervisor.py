@@ -33,7 +33,7 @@ from inspector.line.readiness import ReadyListener
 
 log = logging.getLogger("inspector.line")
 
-START_ORDER = ("daemon", "gateway", "grabber")
+START_ORDER = ("daemon", "gateway", "station", "grabber")
 STOP_ORDER = ("grabber", "daemon", "gateway", "station")
 READY_ROLES = ("daemon", "gateway", "station")   # started first; the grabbers wait for their READY=1
 TICK_S = 0.1

@@ -33,6 +33,11 @@ def test_archive_and_ui_sections_load_and_join_the_layout(tmp_path):
     specs = {spec.name: spec for spec in layout(config, path)}
     assert specs["archive"].role == specs["ui"].role == "station"
     assert specs["archive"].argv[-3:] == ("archive", "--config", str(path.resolve()))
+    from inspector.line.systemd import unit_name, write_units
+
+    units = {p.name: p.read_text() for p in write_units(list(specs.values()), tmp_path / "units", working_dir=tmp_path)}
+    archive_unit = units[unit_name(specs["archive"])]
+    assert "Type=notify" in archive_unit and unit_name(specs["daemon"]) in archive_unit.split("After=")[1].split("\n")[0]
 
 
 @pytest.mark.parametrize("tap, extra, message", [
