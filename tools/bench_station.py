@@ -18,7 +18,8 @@ with the archive and the operator page running against without them.
    client reading its live event stream, as an open page does), ``--rounds`` of each. Reported per
    mode: capture -> verdict ms p50 / p99 (the verdict's arrival at a subscriber) and capture -> PLC
    ms p50 / p99 (the gateway's stats), verdicts, rejects archived. The model is the demo's
-   (``inspector demo`` builds and caches it; built here the same way when missing).
+   (``inspector demo`` builds and caches it; built here the same way when missing), or
+   ``--engine E --calibration P --data MVTEC_DIR``.
 
 Prints a markdown table; ``--json FILE`` keeps every figure. The machine's load average is
 recorded: figures from a shared machine are noisier than from an idle one.
@@ -236,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cameras", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--skip-line", action="store_true")
+    p.add_argument("--engine", type=Path, help="an ONNX engine for the line runs (default: the demo's)")
+    p.add_argument("--calibration", type=Path, help="its calibration profile (with --engine)")
+    p.add_argument("--data", type=Path, help="grabber images, MVTec layout (with --engine)")
     p.add_argument("--workdir", type=Path, default=REPO / ".cache" / "bench_station")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -245,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     maps = bench_tap_map()
     runs = []
     if not args.skip_line:
-        artifacts = demo_artifacts(args.workdir)
+        artifacts = ({"engine": args.engine, "profile": args.calibration, "data": args.data} if args.engine
+                     else demo_artifacts(args.workdir))
         for round_ in range(args.rounds):
             for on in (False, True):
                 say(f"line, round {round_ + 1}, station {'on' if on else 'off'}")
