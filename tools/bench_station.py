@@ -141,7 +141,7 @@ def line_config(path: Path, artifacts: dict, on: bool, cameras: list[str], fps: 
     tap = f'tap = "tcp://127.0.0.1:{free_port()}"\ntap_maps = true\n' if on else ""
     station = (f'[archive]\npath = "{workdir / "archive"}"\nquota_mb = 200\n\n'
                f'[ui]\nlisten = "127.0.0.1:0"\nsecure_cookies = false\n') if on else ""
-    camera_sections = "".join(f'[cameras.{c}]\nsource = "mvtec:{artifacts["data"]}"\nseed = {i}\n\n'
+    camera_sections = "".join(f'[cameras.{c}]\nsource = "mvtec:{Path(artifacts["data"]).resolve()}"\nseed = {i}\n\n'
                               for i, c in enumerate(cameras))
     path.write_text(f"""[daemon]
 id = "bench"
@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cameras", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--skip-line", action="store_true")
+    p.add_argument("--skip-entries", action="store_true")
     p.add_argument("--engine", type=Path, help="an ONNX engine for the line runs (default: the demo's)")
     p.add_argument("--calibration", type=Path, help="its calibration profile (with --engine)")
     p.add_argument("--data", type=Path, help="grabber images, MVTec layout (with --engine)")
@@ -245,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(dir=args.workdir.parent if args.workdir.parent.exists() else None) as tmp:
-        entries = bench_entries([parse_size(s) for s in args.sizes.split(",")], args.entries, Path(tmp))
+        entries = [] if args.skip_entries else \
+            bench_entries([parse_size(s) for s in args.sizes.split(",")], args.entries, Path(tmp))
     maps = bench_tap_map()
     runs = []
     if not args.skip_line:
