@@ -18,7 +18,8 @@ entry folder without a row: after a kill -9 at any point there is no half entry 
 points at something missing. Deletions go the other way (row first, then the folder).
 
 Limits (:meth:`Archive.enforce_limits`): a disk quota and a retention time; the oldest entries go
-first, each deletion counted (``deleted_quota``, ``deleted_age``). A write that would leave less
+first, each deletion counted (``deleted_quota``, ``deleted_age``). Room is made before a write, so
+the entries' bytes (files + entry.json) never exceed the quota. A write that would leave less
 than ``min_free_bytes`` free on the disk is refused (:class:`ArchiveFull`), so the archive never fills it.
 
 Loaders refuse what they do not understand: an index of another ``ARCHIVE_FORMAT`` is refused at
@@ -216,12 +217,17 @@ class Archive:
         fsynced, the folders renamed, their parents fsynced once, and all rows committed in one
         transaction (a disk's fsyncs cost the same for one file or many: under a flood this keeps
         up where one entry at a time cannot). All or none are acknowledged; returns their ids."""
-        size = sum(len(data) for _, files, _ in items for data in files.values())
-        if shutil.disk_usage(self.root).free - size < self.min_free_bytes:
-            raise ArchiveFull(f"{self.root}: writing {size} bytes would leave less than "
-                              f"{self.min_free_bytes} bytes free on the disk")
         archived_ns = time.time_ns()
-        staged = [self._stage(fields, files, made_by, archived_ns) for fields, files, made_by in items]
+        documents = [self._document(fields, files, made_by, archived_ns) for fields, files, made_by in items]
+        sizes = [sum(len(d) for d in files.values()) + len(doc) for (_, files, _), (doc, _) in zip(items, documents)]
+        if self.quota_bytes is not None and sum(sizes) > self.quota_bytes:
+            raise ArchiveFull(f"{self.root}: {sum(sizes)} bytes to write, more than the whole quota")
+        if shutil.disk_usage(self.root).free - sum(sizes) < self.min_free_bytes:
+            raise ArchiveFull(f"{self.root}: writing {sum(sizes)} bytes would leave less than "
+                              f"{self.min_free_bytes} bytes free on the disk")
+        self.enforce_limits(incoming=sum(sizes))  # room first: the quota holds at every moment
+        staged = [self._stage(fields, files, doc, records) for (fields, files, _), (doc, records) in
+                  zip(items, documents)]
         for staging, _, _ in staged:
             for child in staging.iterdir():
                 _fsync_file(child)
@@ -238,35 +244,41 @@ class Archive:
             _fsync_dir(parent)
         ids = []
         with self.transaction():
-            for (fields, files, _), (_, relative, records) in zip(items, staged):
+            for (fields, _, _), (_, relative, records), size in zip(items, staged, sizes):
                 cursor = self.db.execute(
                     f"INSERT INTO entries ({', '.join(FIELDS)}, archived_ns, dir, bytes, files) "
                     f"VALUES ({', '.join('?' * (len(FIELDS) + 4))})",
-                    (*(fields.get(k) for k in FIELDS), archived_ns, relative,
-                     sum(len(d) for d in files.values()), json.dumps(records)))
+                    (*(fields.get(k) for k in FIELDS), archived_ns, relative, size, json.dumps(records)))
                 ids.append(int(cursor.lastrowid))
         self.enforce_limits()
         return ids
 
-    def _stage(self, fields: dict[str, Any], files: dict[str, bytes], made_by: dict[str, Any],
-               archived_ns: int) -> tuple[Path, str, dict[str, Any]]:
+    @staticmethod
+    def _document(fields: dict[str, Any], files: dict[str, bytes], made_by: dict[str, Any],
+                  archived_ns: int) -> tuple[bytes, dict[str, Any]]:
+        """(entry.json's bytes, the file records: name -> size and SHA-256)."""
+        records = {key: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for key, data in files.items()}
+        document = {"format": ARCHIVE_FORMAT, **{k: fields.get(k) for k in FIELDS}, "archived_ns": archived_ns,
+                    "files": records, "made_by": made_by}
+        return json.dumps(document, indent=1).encode(), records
+
+    def _stage(self, fields: dict[str, Any], files: dict[str, bytes], document: bytes,
+               records: dict[str, Any]) -> tuple[Path, str, dict[str, Any]]:
         """One entry's folder in tmp/ (written, not yet fsynced): (folder, its path under
         entries/, the file records)."""
         day = time.strftime("%Y%m%d", time.gmtime(fields["capture_ns"] / 1e9))
         name = f"{fields['capture_ns']}-{_safe(fields['camera'])}-{fields['seq']}-{uuid.uuid4().hex[:8]}"
-        records = {key: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for key, data in files.items()}
-        document = {"format": ARCHIVE_FORMAT, **{k: fields.get(k) for k in FIELDS}, "archived_ns": archived_ns,
-                    "files": records, "made_by": made_by}
         staging = self.tmp_dir / name
         staging.mkdir()
         for key, data in files.items():
             (staging / key).write_bytes(data)
-        (staging / ENTRY_JSON).write_bytes(json.dumps(document, indent=1).encode())
+        (staging / ENTRY_JSON).write_bytes(document)
         return staging, f"{day}/{name}", records
 
-    def enforce_limits(self, now_ns: int | None = None) -> dict[str, int]:
-        """Delete the oldest entries beyond the retention time, then beyond the quota; returns
-        what was deleted now ({"age": n, "quota": m}); the totals are counters."""
+    def enforce_limits(self, now_ns: int | None = None, incoming: int = 0) -> dict[str, int]:
+        """Delete the oldest entries beyond the retention time, then beyond the quota (making room
+        for ``incoming`` more bytes); returns what was deleted now ({"age": n, "quota": m}); the
+        totals are counters."""
         deleted = {"age": 0, "quota": 0}
         if self.retention_s is not None:
             cutoff = (now_ns or time.time_ns()) - int(self.retention_s * 1e9)
@@ -277,11 +289,11 @@ class Archive:
                     break
                 deleted["age"] += self._delete(rows, "deleted_age")
         if self.quota_bytes is not None:
-            while self.total_bytes() > self.quota_bytes:
+            while self.total_bytes() + incoming > self.quota_bytes:
                 rows = self.db.execute("SELECT id, dir FROM entries ORDER BY capture_ns, id LIMIT 8").fetchall()
                 if not rows:
                     break
-                excess = self.total_bytes() - self.quota_bytes
+                excess = self.total_bytes() + incoming - self.quota_bytes
                 chosen, freed = [], 0
                 for row in rows:
                     chosen.append(row)

@@ -196,8 +196,23 @@ class Archiver:
                     encoded.append((pending, (verdict_fields(pending.verdict), files, made_by)))
                 except Exception as exc:  # a picture that does not encode
                     self._lost("store_failed", pending, f"{type(exc).__name__}: {exc}")
-            if encoded:
-                self._store([pending for pending, _ in encoded], [item for _, item in encoded])
+            for chunk in self._within_quota(encoded):
+                self._store([pending for pending, _ in chunk], [item for _, item in chunk])
+
+    def _within_quota(self, encoded: list) -> list[list]:
+        """The group cut into chunks that each fit in the quota (an entry larger than the whole
+        quota goes alone, and is refused alone)."""
+        limit = int(self.config.archive.quota_mb * MB) // 2
+        chunks: list[list] = []
+        size = limit + 1
+        for pending, item in encoded:
+            entry = sum(len(data) for data in item[1].values()) + 4096
+            if size + entry > limit:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((pending, item))
+            size += entry
+        return chunks
 
     def _store(self, pendings: list[Pending], items: list) -> None:
         try:

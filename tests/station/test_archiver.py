@@ -165,8 +165,7 @@ def test_the_quota_holds_under_a_flood_of_rejects(tmp_path):
     assert summary is not None, "no summary from the archiver"
     archive = Archive(tmp_path / "archive")
     entries = archive.query(limit=10_000)
-    one_entry = max(e.bytes for e in entries)
-    assert max(sizes) <= quota + 2 * one_entry + 64 * 1024, (max(sizes), quota)   # files on disk, entry.json included
+    assert max(sizes) <= quota, (max(sizes), quota)              # files on disk, entry.json included, at every sample
     assert archive.total_bytes() <= quota
     assert summary["deleted_quota"] > 0 and summary["verdicts_received"] == n
     stored, lost = summary.get("stored_reject", 0), summary.get("lost_queue_full", 0) + summary.get("store_failed", 0)
