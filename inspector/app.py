@@ -5,6 +5,8 @@ Read top to bottom, this is the process layout of a box (docs/architecture.md)::
     daemon          inspector serve   --config FILE                 frames in, verdicts out
     gateway-NAME    inspector gateway --config FILE --gateway NAME  one per [gateways.NAME]: verdicts -> PLC
     grab-CAMERA     inspector grab    --config FILE --camera ID     one per camera with a source
+    archive         inspector archive --config FILE                 with [archive]: the reject archive
+    ui              inspector ui      --config FILE                 with [ui]: the operator page
 
 Each process is declared by one small function (``*_process``: its command line) and built by one
 small function from (config, stop event) (``*_component``: what that command runs in its
@@ -44,11 +46,21 @@ def grabber_process(config_path: Path, camera: str) -> ProcessSpec:
                        tuple(inspector_command("grab", "--config", str(config_path), "--camera", camera)))
 
 
+def archive_process(config_path: Path) -> ProcessSpec:
+    return ProcessSpec("archive", "station", tuple(inspector_command("archive", "--config", str(config_path))))
+
+
+def ui_process(config_path: Path) -> ProcessSpec:
+    return ProcessSpec("ui", "station", tuple(inspector_command("ui", "--config", str(config_path))))
+
+
 def layout(config: Config, config_path: str | Path) -> list[ProcessSpec]:
     """Every process of the box, in start order."""
     path = Path(config_path).resolve()
     return [daemon_process(path),
             *(gateway_process(path, name) for name in config.gateways),
+            *([archive_process(path)] if config.archive is not None else []),
+            *([ui_process(path)] if config.ui is not None else []),
             *(grabber_process(path, camera) for camera, section in config.cameras.items() if section.source)]
 
 
@@ -73,6 +85,20 @@ def grabber_component(config: Config, camera: str, stop: threading.Event) -> dic
     from inspector.line.grabber import grabber_settings, run_grabber
 
     return run_grabber(**grabber_settings(config, camera), stop_event=stop)
+
+
+def archive_component(config: Config, stop: threading.Event) -> dict[str, Any]:
+    """The reject archive: the daemon's tap and verdicts -> ``[archive] path`` until ``stop``; its summary."""
+    from inspector.station.archiver import run_archiver
+
+    return run_archiver(config, stop)
+
+
+def ui_component(config: Config, stop: threading.Event) -> dict[str, Any]:
+    """The operator page on ``[ui] listen`` until ``stop``; its summary."""
+    from inspector.station.ui import run_ui
+
+    return run_ui(config, stop)
 
 
 # ---------------------------------------------------------------------------------- `inspector line`

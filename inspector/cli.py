@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("inspector.recordings.validate", "run a labelled recording through the daemon path and report"),
     "line": ("inspector.app", "run a whole box from one config: daemon, gateways, grabbers (supervised)"),
     "demo": ("inspector.demo", "run the whole line locally with embedded defaults"),
+    "archive": ("inspector.station.archiver", "keep every REJECT/FAULT frame (and sampled OKs) with map and overlay"),
+    "ui": ("inspector.station.ui", "serve the live operator page (counts, rejects, calibration; operator login)"),
     "synth": ("inspector.model.synthetic", "write a synthetic MVTec AD-layout defect data set"),
     "keys": ("inspector.keys", "make CURVE key pairs for the links and the site key that signs artifacts"),
 }

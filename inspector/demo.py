@@ -5,8 +5,10 @@
    threshold on separate good parts. All of it is cached in ``.cache/demo`` (and ``engines/demo.*``,
    ``calibration/demo.json``) and reused when present and consistent.
 2. Line: a simulated PLC (pymodbus Modbus TCP server), ``inspector serve`` (the daemon),
-   ``inspector gateway`` (verdicts -> Modbus) and two ``inspector grab`` processes replaying the
-   labelled test images as cameras cam0 and cam1, all as real processes on loopback.
+   ``inspector gateway`` (verdicts -> Modbus), the station (``inspector archive``: the reject archive
+   in ``.cache/demo/archive``; ``inspector ui``: the operator page, its address printed) and two
+   ``inspector grab`` processes replaying the labelled test images as cameras cam0 and cam1, all
+   as real processes on loopback.
 3. Live progress once a second (frames/s, verdict counts, latency), then a summary checked against
    the PLC's own registers: every frame sent must have exactly one verdict at the PLC.
 
@@ -39,6 +41,7 @@ DEMO_SIZE = "160"          # model input 160x160, the sample images' own size: q
 DEMO_EPOCHS = 60
 DEMO_TRAIN_IMAGES = 150
 DEMO_TARGET_FRR = 0.01
+DEMO_UI_PORT = 0           # the operator page's port: 0 = a free one (printed)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild", action="store_true", help="regenerate data and retrain the model")
     p.add_argument("--deadline-ms", type=float, default=1000.0, help="per-frame verdict deadline")
     p.add_argument("--quiet", action="store_true", help="no live progress lines")
+    p.add_argument("--stay", action="store_true", help="keep the operator page (and the idle line) up after the "
+                                                       "run, until Ctrl-C")
 
 
 def step(msg: str) -> None:
@@ -72,7 +77,7 @@ def prepare_model(args) -> dict:
     return build(recipe, layout, rebuild=args.rebuild, say=step)
 
 
-CURVE_NAMES = ("daemon", *CAMERAS, "gateway", "demo")
+CURVE_NAMES = ("daemon", *CAMERAS, "gateway", "demo", "archive", "ui")
 
 
 def curve_keys(folder: Path) -> Path:
@@ -92,13 +97,17 @@ def curve_args(keys: Path, name: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the line
-def write_config(path: Path, artifacts: dict, frames_ep: str, verdicts_ep: str, health: str, keys: Path) -> None:
+def write_config(path: Path, artifacts: dict, frames_ep: str, verdicts_ep: str, health: str, keys: Path,
+                 plc_port: int) -> None:
+    work = path.parent.resolve()
     cameras = "".join(f'\n[cameras.{cam}]\ngrabber_key = "{keys / f"{cam}.key"}"\n' for cam in CAMERAS)
     path.write_text(f"""# written by inspector demo
 [daemon]
 id = "demo"
 frames = "{frames_ep}"
 verdicts = "{verdicts_ep}"
+tap = "tcp://127.0.0.1:{free_port()}"
+tap_maps = true
 health = "{health}"
 heartbeat_ms = 200
 log_format = "text"
@@ -120,11 +129,36 @@ policy = "reject_oldest"
 {cameras}
 [curve]
 server_key = "{keys / "daemon.key"}"
-verdict_clients = ["{keys / "gateway.key"}", "{keys / "demo.key"}"]
+verdict_clients = ["{keys / "demo.key"}"]
 
 [trust]
 keys = ["{Path(artifacts['trusted_key']).resolve()}"]
+
+[gateways.demo]                 # started by the demo with the same settings; the page reads this PLC
+plc = "modbus://127.0.0.1:{plc_port}"
+cameras = ["cam0", "cam1"]
+key = "{keys / "gateway.key"}"
+
+[archive]
+path = "{work / 'archive'}"
+ok_every = 20
+quota_mb = 200
+key = "{keys / "archive.key"}"
+
+[ui]
+listen = "127.0.0.1:{DEMO_UI_PORT}"
+users = "{work / 'users.json'}"
+secure_cookies = false          # the demo serves http://127.0.0.1 only
+key = "{keys / "ui.key"}"
 """)
+
+
+def wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
 
 
 def plc_counts(sim) -> dict:
@@ -139,7 +173,7 @@ def plc_counts(sim) -> dict:
 
 
 def run_line(args, artifacts: dict) -> dict:
-    from .line.harness import Processes, VerdictCollector
+    from .line.harness import Processes, VerdictCollector, start_station
     from .plc.plc_sim import start_sim_in_thread
 
     work = Path(args.workdir)
@@ -147,10 +181,9 @@ def run_line(args, artifacts: dict) -> dict:
     health = f"127.0.0.1:{free_port()}"
     config = work / "inspector.toml"
     keys = curve_keys((work / "keys" / "curve").resolve())
-    write_config(config, artifacts, frames_ep, verdicts_ep, health, keys)
-
     sim = start_sim_in_thread("127.0.0.1", 0)
     step(f"simulated PLC (Modbus TCP) on 127.0.0.1:{sim.port}")
+    write_config(config, artifacts, frames_ep, verdicts_ep, health, keys, sim.port)
     from .line.keys import key_pair, public_key
     from .line.transport import ClientCurve
     tap = VerdictCollector(verdicts_ep, ClientCurve(key_pair(keys / "demo.key"), public_key(keys / "daemon.key")))
@@ -164,6 +197,9 @@ def run_line(args, artifacts: dict) -> dict:
         if not tap.wait_ready(60, alive=procs.children["daemon"].alive):
             state = "exited early" if not procs.children["daemon"].alive() else "did not become ready in 60 s"
             raise RuntimeError(f"the daemon {state}; see {procs.log_path('daemon')}")
+        url = start_station(procs, config)
+        step(f"operator page: {url}  (reject archive in {work / 'archive'}; operator login: "
+             f"inspector ui --config {config} --add-user NAME)")
         step(f"daemon ready (config {config}); starting 2 grabbers at {args.fps:g} fps, {args.frames} frames each")
         time.sleep(0.5)  # let the gateway see a heartbeat before parts arrive
         for k, cam in enumerate(CAMERAS):
@@ -197,10 +233,19 @@ def run_line(args, artifacts: dict) -> dict:
         while sum(c["total"] for c in plc_counts(sim).values()) < len(verdicts) and time.time() - t_plc < 10:
             time.sleep(0.1)
         at_plc = plc_counts(sim)
+        if args.stay:
+            step(f"the line is idle; the operator page stays at {url} until Ctrl-C")
+            wait_for_interrupt()
+        archive_summary = procs.stop("archive").last_json() or {}
+        procs.stop("ui")
         procs.stop("gateway")
         daemon_summary = procs.stop("daemon").last_json() or {}
         gw = json.loads(gateway_stats.read_text()) if gateway_stats.is_file() else {}
-        return summarize(verdicts, grab_summaries, at_plc, gw, daemon_summary, elapsed, artifacts)
+        summary = summarize(verdicts, grab_summaries, at_plc, gw, daemon_summary, elapsed, artifacts)
+        summary["station"] = {"url": url, "archive": str(work / "archive"),
+                              **{k: archive_summary.get(k, 0) for k in ("stored_reject", "stored_fault", "stored_ok",
+                                                                        "lost_queue_full", "store_failed")}}
+        return summary
     finally:
         procs.stop_all(grace_s=5)
         sim.stop()
@@ -252,6 +297,10 @@ def print_summary(s: dict) -> None:
     fmt = lambda v: "-" if v is None else f"{v:.1f}"
     print(f"capture -> PLC write latency p50 {fmt(s['latency_ms_p50'])} ms, p99 {fmt(s['latency_ms_p99'])} ms; "
           f"{fmt(s['frames_per_s'])} frames/s")
+    st = s["station"]
+    print(f"archive: {st['stored_reject']} REJECT + {st['stored_fault']} FAULT + {st['stored_ok']} sampled OK "
+          f"entries in {st['archive']} (lost {st['lost_queue_full'] + st['store_failed']}); operator page was "
+          f"{st['url']} (--stay keeps it up)")
 
 
 def run(args) -> int:

@@ -1,6 +1,6 @@
 """The dependency rule (docs/architecture.md), checked from the source text.
 
-What runs on the line never imports the training side: modules in ``inspector/core``,
+What runs on the line never imports the training side: modules in ``inspector/core``, ``inspector/station``,
 ``inspector/judge``, ``inspector/line`` and ``inspector/plc`` never import torch, torchvision,
 ``inspector.model`` or ``inspector.calibration``, at any nesting level (a function-local import
 counts), relative imports included. The check parses every file with ``ast`` and imports none of
@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "inspector"
 
-GUARDED = ("core", "judge", "line", "plc")
+GUARDED = ("core", "judge", "line", "plc", "station")
 FORBIDDEN = ("torch", "torchvision", "inspector.model", "inspector.calibration")
 
 

@@ -440,6 +440,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi", help="region of interest of this camera: 'x,y,w,h' in camera pixels or a mask image "
                    "(non-zero = judge); the daemon's camera must declare the same")
     p.add_argument("--report", help="folder for report.png, summary.json and heatmaps")
+    p.add_argument("--from-archive", metavar="ARCHIVE", help="also use the false rejects operators marked in this "
+                   "reject archive as good parts (of --camera only, when given; docs/station.md)")
     p.add_argument("--holdout", type=_fraction_arg, default=0.0,
                    help="fraction of good parts kept out of calibration to measure the FRR (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed for the hold-out split and cross-validation")
@@ -519,6 +521,12 @@ def format_summary(cal: Calibration, out: Path) -> str:
 
 def run(args) -> int:
     good_paths = resolve_good_images(args.good)
+    if args.from_archive:
+        from ..station.feedback import false_reject_images
+
+        feedback = false_reject_images(args.from_archive, args.camera)
+        print(feedback.describe(args.from_archive))
+        good_paths = good_paths + feedback.paths
     if len(good_paths) < MIN_FIT_PARTS:
         raise CalibrationError(f"too few good images in {args.good}: {len(good_paths)}; need at least "
                                f"{MIN_FIT_PARTS} (plus any hold-out)")
@@ -534,7 +542,8 @@ def run(args) -> int:
     engine, engine_path = _open_engine(args, key)
     command = "inspector " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     sources = {"good": str(Path(args.good).resolve()),
-               "defects": str(Path(args.defects).resolve()) if args.defects else None}
+               "defects": str(Path(args.defects).resolve()) if args.defects else None,
+               "from_archive": str(Path(args.from_archive).resolve()) if args.from_archive else None}
     cal = calibrate(engine, good_paths, args.target_frr, engine_path=engine_path, defect_paths=defect_paths,
                     camera=args.camera, holdout=args.holdout, seed=args.seed, skip_bad=args.skip_bad,
                     chunk=args.batch_size, pixel_fpr=args.pixel_fpr, region_frr=args.region_frr,

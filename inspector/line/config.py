@@ -138,6 +138,7 @@ class DaemonSection(_Strict):
     log_format: Literal["json", "text"] = "json"
     rcvhwm: int = Field(4, ge=1, le=100_000)          # frames ZeroMQ may hold before the daemon takes them
     tap_hwm: int = Field(16, ge=1, le=100_000)        # frames queued per tap subscriber before the tap drops
+    tap_maps: bool = False                            # also publish REJECT/FAULT anomaly maps on the tap (archive)
     drain_ms: int = Field(2000, ge=0, le=600_000)     # SIGTERM: longest wait for in-flight frames
     linger_ms: int = Field(1000, ge=0, le=60_000)     # at exit: time to flush published verdicts
 
@@ -155,6 +156,8 @@ class DaemonSection(_Strict):
         endpoints = [e for e in (self.frames, self.verdicts, self.tap) if e]
         if len(set(endpoints)) != len(endpoints):
             raise ValueError(f"frames, verdicts and tap endpoints must differ, got {endpoints}")
+        if self.tap_maps and not self.tap:
+            raise ValueError("tap_maps = true needs a tap endpoint")
         return self
 
 
@@ -283,6 +286,31 @@ class TrustSection(_Strict):
     keys: list[ResolvedPath] = Field(min_length=1)
 
 
+class ArchiveSection(_Strict):
+    """The reject archive (``inspector archive``, docs/station.md): every REJECT and FAULT frame with
+    its pixels, anomaly map, overlay and verdict, and a sample of OK frames, under a disk quota."""
+
+    path: ResolvedPath = Field(min_length=1)             # folder: index.sqlite + entries/
+    ok_every: int = Field(0, ge=0, le=1_000_000)         # keep 1 OK frame in N per camera (0 = none)
+    quota_mb: float = Field(1024.0, gt=0.0)              # oldest entries go first beyond this
+    retention_days: float = Field(30.0, gt=0.0)          # and beyond this age
+    thumbnail_px: int = Field(160, ge=16, le=2048)       # longest side of a thumbnail
+    wait_ms: int = Field(1000, ge=0, le=60_000)          # how long a verdict waits for its frame and map
+    queue: int = Field(64, ge=1, le=100_000)             # entries waiting for the disk; beyond: counted, lost
+    key: ResolvedPath = ""                               # with [curve]: the archiver's certificate (tap + verdicts)
+
+
+class UiSection(_Strict):
+    """The operator page (``inspector ui``, docs/station.md)."""
+
+    listen: HostPort = Field("127.0.0.1:8080", min_length=1)   # HOST:PORT (0 = a free port, announced)
+    users: ResolvedPath = ""             # operator accounts (inspector ui --add-user); "" = nobody can log in
+    secret: ResolvedPath = ""            # session signing key (created 0600); "" = ARCHIVE/ui_secret
+    secure_cookies: bool = True          # Secure flag on the session cookie (HTTPS, or http://localhost)
+    session_hours: float = Field(8.0, gt=0.0, le=24.0 * 30)
+    key: ResolvedPath = ""             # with [curve]: the page's certificate (it reads the verdicts)
+
+
 class OverloadSection(_Strict):
     max_queue: int = Field(64, ge=1, le=1_000_000)
     policy: Literal["reject_oldest", "reject_newest"] = "reject_oldest"
@@ -298,6 +326,8 @@ class Config(_Strict):
     gateways: dict[str, GatewaySection] = {}
     curve: CurveSection | None = None     # None: NULL security, loopback / ipc endpoints only
     trust: TrustSection | None = None     # None: nothing can be verified, so the daemon uses nothing
+    archive: ArchiveSection | None = None
+    ui: UiSection | None = None
     _source: str = PrivateAttr("<dict>")  # the file this came from (for messages)
 
     @property
@@ -496,6 +526,11 @@ def cross_reference_problems(config: Config, text: str = "") -> list[str]:
         if ms > longest:
             problems.append(f"{where(name, 'deadline_ms')} [{name}] deadline_ms: {ms:g} is longer than "
                             f"[defaults] max_deadline_ms = {longest:g}")
+    if config.archive is not None and not config.daemon.tap:
+        problems.append(f"{where('archive')} [archive]: the archive needs the daemon's tap ([daemon] tap, "
+                        "and tap_maps = true for anomaly maps)")
+    if config.ui is not None and config.archive is None:
+        problems.append(f"{where('ui')} [ui]: the operator page needs an [archive] section")
     if config.gateways:
         for camera in config.cameras:
             if camera not in served:

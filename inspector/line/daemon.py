@@ -77,10 +77,6 @@ class StartupError(RuntimeError):
     """The daemon cannot start (engine unusable, sockets cannot be bound, ...)."""
 
 
-# ------------------------------------------------------------------------------------------------
-# The daemon
-# ------------------------------------------------------------------------------------------------
-
 
 class Daemon(EngineWorker):
     """The serving loop. ``Daemon(config, engine, ...).serve()`` blocks until ``stop_event`` is set
@@ -277,6 +273,8 @@ class Daemon(EngineWorker):
     def _flush_outbox(self) -> None:
         while self.outbox:
             item = self.outbox.popleft()
+            if item.map_parts is not None:  # before its verdict: the archive stores both at once
+                self._mirror(item.map_parts, encode=list)
             self._publish(item.verdict, item.received_ns, expected=True)
 
     # ---------------------------------------------------------------------------------- receiving
@@ -300,11 +298,11 @@ class Daemon(EngineWorker):
             return
         self._on_frame(frame, received_ns)
 
-    def _mirror(self, parts: list) -> None:
+    def _mirror(self, parts: list, encode=wire.encode_tap) -> None:
         if self.tap is None:
             return
         try:
-            self.tap.send_multipart(wire.encode_tap(parts), flags=zmq.NOBLOCK, copy=False)
+            self.tap.send_multipart(encode(parts), flags=zmq.NOBLOCK, copy=False)
             self._count("tap_sent")
         except (zmq.Again, wire.WireError):
             self._count("tap_dropped")
@@ -427,9 +425,9 @@ class Daemon(EngineWorker):
         if self._settle(job):
             self._publish(make_verdict(Ident.of(job.header), reason), job.received_ns, expected=job.expected)
 
-    def _post(self, job: FrameJob, verdict: wire.Verdict) -> None:
-        """Worker thread: hand a verdict to the receive loop (which publishes it)."""
-        self.outbox.append(Outgoing(verdict, job.received_ns))
+    def _post(self, job: FrameJob, verdict: wire.Verdict, map_parts: list | None = None) -> None:
+        """Worker thread: hand a verdict (and its tap map) to the receive loop (which publishes it)."""
+        self.outbox.append(Outgoing(verdict, job.received_ns, map_parts))
         if self._worker_wake is not None:
             try:
                 self._worker_wake.send(b"", zmq.NOBLOCK)

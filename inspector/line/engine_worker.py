@@ -21,6 +21,7 @@ from inspector.judge.profile import CalibrationProfile
 from inspector.line import transport, wire
 from inspector.line.jobs import FrameJob, Ident, checked_result, judge_frame, make_verdict
 from inspector.line.profiles import ThresholdTable
+from inspector.line.publisher import tap_map
 
 log = logging.getLogger("inspector.daemon")
 
@@ -88,7 +89,7 @@ class EngineWorker:
                 rois.append(roi)
         if not judged:
             return
-        want_maps = any(profile.has_region_rule for _, profile in judged)
+        want_maps = self.config.daemon.tap_maps or any(profile.has_region_rule for _, profile in judged)
         self.busy_since = time.monotonic()
         started = time.perf_counter()
         try:
@@ -164,4 +165,5 @@ class EngineWorker:
             if self._throttle("judge_error"):
                 log.error("could not judge frame: %s", exc, extra={"camera": ident.camera_id, "seq": ident.seq})
             verdict = make_verdict(ident, "engine_error", score=raw_score, threshold=profile.image_threshold)
-        self._post(job, verdict)
+        tapped = self.config.daemon.tap_maps and tap_map(verdict, anomaly_map, self.engine, profile.pixel_threshold)
+        self._post(job, verdict, tapped or None)

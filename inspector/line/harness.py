@@ -2,7 +2,7 @@
 (SIGTERM, then SIGKILL after a grace period), collect the daemon's verdicts.
 
 Used by ``inspector demo``, ``inspector validate``, ``tools/bench_line.py`` and the whole-line
-tests. Processes are :class:`inspector.line.processes.Child` (the supervisor of ``inspector line``
+tests (:func:`start_station` adds the archive and the operator page). Processes are :class:`inspector.line.processes.Child` (the supervisor of ``inspector line``
 uses the same class); :class:`VerdictCollector` subscribes to a daemon's verdicts and heartbeats
 in a thread of its own (every verdict kept with its arrival time; nothing dropped on our side).
 """
@@ -87,6 +87,22 @@ class Processes:
             self.stop(name, grace_s)
 
 
+def start_station(procs: Processes, config_path: str | Path, *, timeout: float = 60.0) -> str | None:
+    """The station of a box config (docs/station.md): ``inspector archive`` (its ``[archive]``) and
+    ``inspector ui`` (its ``[ui]``, when there is one) as ``archive`` and ``ui``; waits until the
+    archive's subscriptions are in place (a daemon must be publishing) and the page answers.
+    Returns the page's address (None without ``[ui]``)."""
+    from inspector.line.config import load_config
+
+    config = load_config(config_path)
+    procs.start("archive", "archive", "--config", str(config_path))
+    procs.wait_line("archive", "archive ready", timeout)
+    if config.ui is None:
+        return None
+    procs.start("ui", "ui", "--config", str(config_path))
+    return procs.wait_line("ui", "ui ready: ", timeout).split("ui ready: ", 1)[1].strip()
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     """Poll ``predicate`` until it returns something truthy (returned); HarnessError naming
     ``what`` after ``timeout`` s."""
@@ -108,20 +124,19 @@ class Arrival:
     arrival_ns: int
 
 
-class VerdictCollector:
-    """SUB on a daemon's verdicts + heartbeats, read in a background thread. ``arrivals``: every
-    verdict in arrival order; ``ready``: the last heartbeat's ready flag (None before the first);
-    ``malformed``: messages that did not decode. Close it with :meth:`close`."""
+class VerdictSubscriber:
+    """SUB on a daemon's verdicts + heartbeats, read in a background thread: each decoded message
+    goes to :meth:`on_verdict` / :meth:`on_heartbeat` (subclasses; called in that thread);
+    ``malformed`` counts messages that did not decode. Subclasses set their own state first, then
+    call ``super().__init__``, which starts the thread. Close it with :meth:`close`."""
 
-    def __init__(self, endpoint: str, curve: transport.ClientCurve | None = None) -> None:
+    def __init__(self, endpoint: str, name: str = "verdicts", curve: transport.ClientCurve | None = None) -> None:
         self.context = zmq.Context()
         self.sock = transport.verdict_subscriber(self.context, endpoint, curve=curve)
         self.lock = threading.Lock()
-        self.arrivals: list[Arrival] = []
-        self.ready: bool | None = None
         self.malformed = 0
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="verdicts", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -142,10 +157,38 @@ class VerdictCollector:
             self.malformed += 1
             return
         if isinstance(message, Heartbeat):
-            self.ready = message.ready
-            return
+            self.on_heartbeat(message)
+        else:
+            self.on_verdict(message, arrival_ns)
+
+    def on_verdict(self, verdict: Verdict, arrival_ns: int) -> None:
+        raise NotImplementedError
+
+    def on_heartbeat(self, beat: Heartbeat) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(2)
+        self.sock.close(0)
+        self.context.term()
+
+
+class VerdictCollector(VerdictSubscriber):
+    """Every verdict in arrival order (``arrivals``); ``ready``: the last heartbeat's ready flag
+    (None before the first)."""
+
+    def __init__(self, endpoint: str, curve: transport.ClientCurve | None = None) -> None:
+        self.arrivals: list[Arrival] = []
+        self.ready: bool | None = None
+        super().__init__(endpoint, curve=curve)
+
+    def on_heartbeat(self, beat: Heartbeat) -> None:
+        self.ready = beat.ready
+
+    def on_verdict(self, verdict: Verdict, arrival_ns: int) -> None:
         with self.lock:
-            self.arrivals.append(Arrival(message, arrival_ns))
+            self.arrivals.append(Arrival(verdict, arrival_ns))
 
     @property
     def verdicts(self) -> list[Verdict]:
@@ -160,9 +203,3 @@ class VerdictCollector:
                 return True
             time.sleep(0.05)
         return bool(self.ready)
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(2)
-        self.sock.close(0)
-        self.context.term()

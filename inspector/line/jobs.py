@@ -59,6 +59,7 @@ class Outgoing:
 
     verdict: wire.Verdict
     received_ns: int | None  # None: not a received frame (sequence gap)
+    map_parts: list | None = None  # the tap's [TOPIC_MAP, header, pixels] for this frame (publisher.tap_map)
 
 
 def ident_from_partial(header: Any) -> Ident | None:

@@ -13,7 +13,8 @@ From a box config (``[curve]``, ``[cameras.ID] grabber_key``, ``[gateways.NAME] 
 
 * :func:`server_curve` - the daemon: its key pair; grabber key -> cameras; who may subscribe to
   verdicts (every gateway's key + ``verdict_clients``) and to the tap (``tap_clients``);
-* :func:`grabber_curve`, :func:`gateway_curve` - a client's own pair + the daemon's key it pins.
+* :func:`grabber_curve`, :func:`gateway_curve`, :func:`station_curve` - a client's own pair + the
+  daemon's key it pins.
 
 Commands that connect without a box config (``grab``, ``gateway``, ``record``, ``replay``) take
 ``--curve-server-key FILE --curve-key FILE`` (:func:`add_arguments`, :func:`from_arguments`).
@@ -112,6 +113,11 @@ def server_curve(config: Config) -> ServerCurve | None:
     verdicts = {_named(g.key, names) for g in config.gateways.values() if g.key}
     verdicts |= {_named(path, names) for path in config.curve.verdict_clients}
     tap = {_named(path, names) for path in config.curve.tap_clients}
+    if config.archive is not None and config.archive.key:   # the reject archive reads both
+        verdicts.add(_named(config.archive.key, names))
+        tap.add(_named(config.archive.key, names))
+    if config.ui is not None and config.ui.key:             # the operator page reads the verdicts
+        verdicts.add(_named(config.ui.key, names))
     own = key_pair(config.curve.server_key)
     return ServerCurve(own, {key: frozenset(ids) for key, ids in cameras.items()}, frozenset(verdicts),
                        frozenset(tap), names)
@@ -139,6 +145,11 @@ def grabber_curve(config: Config, camera: str) -> ClientCurve | None:
 
 def gateway_curve(config: Config, name: str) -> ClientCurve | None:
     return client_curve(config, config.gateways[name].key, f"[gateways.{name}] key")
+
+
+def station_curve(config: Config, section: str) -> ClientCurve | None:
+    """The reject archive's (``section`` = "archive") or the operator page's ("ui") client."""
+    return client_curve(config, getattr(config, section).key, f"[{section}] key")
 
 
 def key_problems(config: Config) -> list[str]:
@@ -181,6 +192,10 @@ def link_security_problems(config: Config, where=lambda section, key: f"[{sectio
         if not gateway.key:
             problems.append(f"{where(f'gateways.{name}', 'key')}: required with [curve]: this gateway's "
                             "certificate (its secret next to it as KEY_secret)")
+    for section, what in (("archive", "the archiver's"), ("ui", "the operator page's")):
+        if getattr(config, section) is not None and not getattr(config, section).key:
+            problems.append(f"{where(section, 'key')}: required with [curve]: {what} certificate "
+                            "(its secret next to it as KEY_secret)")
     return problems
 
 

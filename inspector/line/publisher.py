@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from typing import Any
 
+import numpy as np
 import zmq
 
-from inspector.judge.reasons import FAULT
+from inspector.judge.reasons import FAULT, OK
 from inspector.line import wire
 from inspector.line.counts import DaemonCounts
 from inspector.line.metrics import DaemonMetrics
@@ -61,3 +63,21 @@ class VerdictPublisher:
         self.counts.add("heartbeats")
         self.metrics.heartbeats.inc()
         self.metrics.ready.set(1 if ready else 0)
+
+
+def tap_map(verdict: wire.Verdict, anomaly_map: np.ndarray | None, engine: Any,
+            pixel_threshold: float | None) -> list | None:
+    """The tap message ``[TOPIC_MAP, header, pixels]`` carrying a judged REJECT / FAULT frame's
+    anomaly map (float H x W at the inspection size of ``engine``, whose ``inspection.fit`` says how
+    the camera image was fitted to it; quantised to uint8) for the reject archive. None for OK
+    verdicts and frames without a map. Never raises: a map that cannot be sent (non-finite, an
+    engine without a fit) is logged and not sent; the verdict itself is unaffected. Runs in the
+    engine worker."""
+    if anomaly_map is None or verdict.decision == OK:
+        return None
+    try:
+        return wire.encode_map(wire.AnomalyMap.quantise(verdict.camera_id, verdict.seq, verdict.capture_ns,
+                                                        anomaly_map, engine.inspection.fit, pixel_threshold))
+    except Exception as exc:  # WireError for a bad map; anything else is a bug, still never fatal here
+        log.warning("anomaly map not sent on the tap: %s", exc, extra={"camera": verdict.camera_id, "seq": verdict.seq})
+        return None

@@ -33,15 +33,15 @@ from inspector.line.readiness import ReadyListener
 
 log = logging.getLogger("inspector.line")
 
-START_ORDER = ("daemon", "gateway", "grabber")
-STOP_ORDER = ("grabber", "daemon", "gateway")
-READY_ROLES = ("daemon", "gateway")     # started first; the grabbers wait for their READY=1
+START_ORDER = ("daemon", "gateway", "station", "grabber")
+STOP_ORDER = ("grabber", "daemon", "gateway", "station")
+READY_ROLES = ("daemon", "gateway", "station")   # started first; the grabbers wait for their READY=1
 TICK_S = 0.1
 
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    """One process of the box. ``role``: daemon | gateway | grabber. ``argv``: its command line
+    """One process of the box. ``role``: daemon | gateway | station (archive, ui) | grabber. ``argv``: its command line
     (the same one the systemd unit runs)."""
 
     name: str

@@ -39,11 +39,11 @@ def _exec_start(argv: tuple[str, ...]) -> str:
 def unit_text(spec: ProcessSpec, after_units: list[str], working_dir: Path) -> str:
     """The unit file for one process, started after ``after_units``."""
     after = " ".join(["network-online.target", *after_units])
-    service = [f"Type={'notify' if spec.role in ('daemon', 'gateway') else 'simple'}"]
+    service = [f"Type={'notify' if spec.role in ('daemon', 'gateway', 'station') else 'simple'}"]
     if spec.role == "daemon":
         service += ["NotifyAccess=main", f"WatchdogSec={WATCHDOG_S}", f"TimeoutStartSec={DAEMON_START_TIMEOUT_S}",
                     "ExecReload=/bin/kill -HUP $MAINPID"]
-    if spec.role == "gateway":
+    if spec.role in ("gateway", "station"):
         service += ["NotifyAccess=main", f"TimeoutStartSec={GATEWAY_START_TIMEOUT_S}"]
     service += [
         f"ExecStart={_exec_start(spec.argv)}",
@@ -88,7 +88,8 @@ def write_units(specs: list[ProcessSpec], out_dir: str | Path, *, working_dir: s
     out.mkdir(parents=True, exist_ok=True)
     daemons = [unit_name(s) for s in specs if s.role == "daemon"]
     gateways = [unit_name(s) for s in specs if s.role == "gateway"]
-    after = {"daemon": [], "gateway": daemons, "grabber": [*daemons, *gateways]}
+    stations = [unit_name(s) for s in specs if s.role == "station"]
+    after = {"daemon": [], "gateway": daemons, "station": daemons, "grabber": [*daemons, *gateways, *stations]}
     written = []
     for spec in specs:
         path = out / unit_name(spec)

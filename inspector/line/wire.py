@@ -33,9 +33,9 @@ import zmq
 from inspector.judge.reasons import DECISIONS, REASON_CODES  # noqa: F401 (re-exported)
 from inspector.line.wire_fields import (  # noqa: F401 (the limits and WireError are re-exported)
     DTYPES, ENCODINGS, MAX_DIM, MAX_HEADER_BYTES, MAX_INT, MAX_MESSAGE_BYTES, MAX_PAYLOAD_BYTES, MAX_STR,
-    PIXEL_FORMATS, SCHEMA_VERSION, TOPIC_FRAME, TOPIC_HEARTBEAT, TOPIC_VERDICT, WIRE_ERROR_REASONS, WireError,
-    _as_buffer, _Check, _check_fields, _encoding, _FieldError, _HEADER_FIELDS, _HEARTBEAT_FIELDS, _packb,
-    _pixel_format, _unpack_map, _VERDICT_FIELDS, upgrade_legacy)
+    PIXEL_FORMATS, SCHEMA_VERSION, TOPIC_FRAME, TOPIC_HEARTBEAT, TOPIC_MAP, TOPIC_VERDICT, WIRE_ERROR_REASONS,
+    WireError, _as_buffer, _Check, _check_fields, _encoding, _FieldError, _HEADER_FIELDS, _HEARTBEAT_FIELDS,
+    _MAP_FIELDS, _packb, _pixel_format, _unpack_map, _VERDICT_FIELDS, upgrade_legacy)
 
 
 
@@ -505,3 +505,84 @@ def decode_message(parts: list, *, legacy: bool = False) -> Verdict | Heartbeat:
         del fields["schema"]
         return Heartbeat(**fields)
     raise WireError("bad_parts", f"unknown topic {topic!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Anomaly maps (on the tap, for REJECT / FAULT frames)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnomalyMap:
+    """A judged frame's anomaly map, quantised to uint8: ``[TOPIC_MAP, msgpack header, pixels]``.
+
+    ``values``: uint8 height x width (C-contiguous) at the engine's inspection size; the float map
+    is ``lo + values / 255 * (hi - lo)`` (:meth:`floats`). ``fit``: how the camera image was fitted
+    to that size (``core.preprocess.FITS``), so the map can be put back on the camera's pixels.
+    ``pixel_threshold``: the profile's region-rule threshold (None without a region rule)."""
+
+    camera_id: str
+    seq: int
+    capture_ns: int
+    fit: str
+    lo: float
+    hi: float
+    values: np.ndarray
+    pixel_threshold: float | None = None
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def quantise(cls, camera_id: str, seq: int, capture_ns: int, amap: np.ndarray, fit: str,
+                 pixel_threshold: float | None = None) -> "AnomalyMap":
+        """float H x W map -> uint8 codes over [min, max] (resolution (max - min) / 255). Raises
+        WireError for a map that is not 2-D and finite."""
+        amap = np.asarray(amap, dtype=np.float32)
+        if amap.ndim != 2 or amap.size == 0 or not np.isfinite(amap).all():
+            raise WireError("bad_shape", f"an anomaly map must be a finite 2-D array, got shape {amap.shape}")
+        lo, hi = float(amap.min()), float(amap.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        values = np.ascontiguousarray(np.rint((amap - lo) * scale), dtype=np.uint8)
+        return cls(camera_id, seq, capture_ns, fit, lo, hi, values, pixel_threshold)
+
+    def floats(self) -> np.ndarray:
+        """float32 height x width: the map as the engine made it, within (hi - lo) / 510."""
+        return (self.lo + self.values.astype(np.float32) * np.float32((self.hi - self.lo) / 255.0)).astype(np.float32)
+
+
+def encode_map(m: AnomalyMap) -> list:
+    """``[TOPIC_MAP, msgpack header, uint8 pixels]``. Raises WireError (fields as decode_map checks them)."""
+    if not isinstance(m, AnomalyMap) or not isinstance(m.values, np.ndarray) or m.values.dtype != np.uint8 \
+            or m.values.ndim != 2:
+        raise WireError("bad_header", "expected an AnomalyMap with uint8 2-D values")
+    raw = {"schema": m.schema, "camera_id": m.camera_id, "seq": m.seq, "capture_ns": m.capture_ns,
+           "height": m.values.shape[0], "width": m.values.shape[1], "fit": m.fit, "lo": m.lo, "hi": m.hi,
+           "pixel_threshold": m.pixel_threshold}
+    fields = _check_fields("anomaly map", raw, _MAP_FIELDS)
+    _check_map_range(fields)
+    return [TOPIC_MAP, _packb(fields), memoryview(np.ascontiguousarray(m.values)).cast("B")]
+
+
+def _check_map_range(fields: dict[str, Any]) -> None:
+    if fields["lo"] > fields["hi"]:
+        raise WireError("bad_field", f"anomaly map lo {fields['lo']} > hi {fields['hi']}", header=fields)
+
+
+def decode_map(parts: list) -> AnomalyMap:
+    """``[TOPIC_MAP, header, pixels]`` -> AnomalyMap (values: a read-only view of the payload).
+    Strict: topic, known keys only, every field checked, payload exactly height * width bytes.
+    Raises WireError."""
+    topic, header_part, payload_part = _split_parts(parts, 3, "anomaly map message")
+    if bytes(_as_buffer(topic, "topic part")[:32]) != TOPIC_MAP:
+        raise WireError("bad_parts", f"anomaly map topic must be {TOPIC_MAP!r}")
+    raw = _unpack_map("anomaly map", _as_buffer(header_part, "anomaly map header"), MAX_HEADER_BYTES)
+    fields = _check_fields("anomaly map", raw, _MAP_FIELDS)
+    _check_map_range(fields)
+    payload = _as_buffer(payload_part, "anomaly map payload")
+    height, width = fields["height"], fields["width"]
+    if payload.nbytes != height * width:
+        raise WireError("size_mismatch", f"anomaly map payload is {payload.nbytes} bytes, {height} x {width} "
+                        f"needs {height * width}", header=fields)
+    values = np.frombuffer(payload, dtype=np.uint8).reshape(height, width)
+    values.flags.writeable = False
+    return AnomalyMap(fields["camera_id"], fields["seq"], fields["capture_ns"], fields["fit"], fields["lo"],
+                      fields["hi"], values, fields["pixel_threshold"])

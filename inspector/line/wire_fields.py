@@ -17,6 +17,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from inspector.core.preprocess import FITS
 from inspector.judge.reasons import DECISIONS
 
 SCHEMA_VERSION = 2  # 2: frame headers carry the grabber session; verdicts session + daemon epoch; heartbeats the epoch
@@ -33,6 +34,7 @@ MAX_INT = 2**63 - 1  # every integer field is a non-negative int64
 TOPIC_FRAME = b"frame"
 TOPIC_VERDICT = b"verdict"
 TOPIC_HEARTBEAT = b"heartbeat"
+TOPIC_MAP = b"map"      # the tap's anomaly maps of REJECT / FAULT frames (see wire.AnomalyMap)
 
 # DECISIONS and REASON_CODES: the one table, inspector.judge.reasons. Any other lower-case
 # snake_case reason code up to MAX_STR bytes is accepted too (see there).
@@ -250,6 +252,40 @@ _HEARTBEAT_FIELDS: dict[str, tuple[_Check, bool]] = {
     "sent_ns": (_int, True),
     "ready": (_bool, True),
     "epoch": (_int, True),
+}
+
+
+def _fit(name: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in FITS:
+        raise _FieldError("bad_field", f"{name} must be one of {FITS}, got {value!r:.60}")
+    return value
+
+
+def _finite_float(name: str, value: Any) -> float:
+    number = _optional_finite_float(name, value)
+    if number is None:
+        raise _FieldError("bad_field", f"{name} must be a finite float, got None")
+    return number
+
+
+def _dim(name: str, value: Any) -> int:
+    number = _int(name, value)
+    if not 1 <= number <= MAX_DIM:
+        raise _FieldError("bad_shape", f"{name} must be in [1, {MAX_DIM}], got {number}")
+    return number
+
+
+_MAP_FIELDS: dict[str, tuple[_Check, bool]] = {
+    "schema": (_schema, True),
+    "camera_id": (_nonempty_str, True),
+    "seq": (_int, True),
+    "capture_ns": (_int, True),
+    "height": (_dim, True),              # the map's own size (the engine's inspection size)
+    "width": (_dim, True),
+    "fit": (_fit, True),                 # how the camera image was fitted to it (core.preprocess.FITS)
+    "lo": (_finite_float, True),         # byte 0 -> lo, byte 255 -> hi (linear)
+    "hi": (_finite_float, True),
+    "pixel_threshold": (_optional_finite_float, True),  # the profile's region rule (None: none)
 }
 
 

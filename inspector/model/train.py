@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..core.preprocess import FITS, format_image_size, parse_image_size
 from ..core.scoring import GoodStats, ScoreRule
 from .checkpoint import build_model, load_checkpoint, save_checkpoint
-from .data import fit_read, read_samples, train_samples
+from .data import GOOD, Sample, fit_read, read_samples, train_samples
 from .network import LOSSES, RDConfig, ReverseDistillation, rd_loss
 from .teachers import DEFAULT_TEACHER, LITE_VARIANTS, TEACHERS, create_teacher, teacher_options
 from .training_data import TrainingBatches
@@ -88,6 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable images")
     p.add_argument("--max-images", type=int, default=0, help="use at most N training images (0: all)")
+    p.add_argument("--from-archive", metavar="ARCHIVE", help="also train on the false rejects operators marked in "
+                   "this reject archive (docs/station.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -207,6 +209,12 @@ def run(args) -> int:
     samples = train_samples(args.data)
     if args.max_images:
         samples = samples[: args.max_images]
+    if args.from_archive:
+        from ..station.feedback import false_reject_images
+
+        feedback = false_reject_images(args.from_archive)
+        log.info(feedback.describe(args.from_archive))
+        samples = samples + [Sample(path, GOOD) for path in feedback.paths]
     t0 = time.time()
     raw = read_samples(samples, skip_bad=args.skip_bad)
     kept, skips = raw[3], raw[4]
@@ -226,7 +234,8 @@ def run(args) -> int:
              format_image_size(cfg.image_size), cfg.fit, cfg.margin, grid.n_tiles, format_image_size(grid.tile_size),
              why, time.time() - t0)
 
-    train_info = {"data": str(Path(args.data).resolve()), "n_images": len(train_idx), "n_holdout": len(hold_idx),
+    train_info = {"data": str(Path(args.data).resolve()), "from_archive": args.from_archive and
+                  str(Path(args.from_archive).resolve()), "n_images": len(train_idx), "n_holdout": len(hold_idx),
                   "holdout": [kept[i].path.name for i in hold_idx], "skipped": len(skips),
                   "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
                   "anomalies": args.anomalies, "normalize": why, "loss": args.loss, "schedule": args.schedule,

@@ -37,6 +37,18 @@ class PlcClient:
             raise PlcClientError(f"PLC register read failed: {response}")
         return mm.CameraHeader.from_registers(list(response.registers))
 
+    def global_block(self) -> mm.GlobalBlock:
+        response = self.client.read_holding_registers(0, count=mm.GLOBAL_BLOCK_SIZE, device_id=self.device_id)
+        if response.isError():
+            raise PlcClientError(f"PLC register read failed: {response}")
+        return mm.GlobalBlock.from_registers(list(response.registers))
+
+    def coils(self, address: int, count: int) -> list[bool]:
+        response = self.client.read_coils(address, count=count, device_id=self.device_id)
+        if response.isError():
+            raise PlcClientError(f"PLC coil read failed: {response}")
+        return [bool(b) for b in response.bits[:count]]
+
     def verdict_total(self, cameras: int) -> int:
         """OK + REJECT + FAULT counters summed over camera blocks 0..cameras-1."""
         headers = [self.header(i) for i in range(cameras)]

@@ -32,6 +32,11 @@ def test_demo_runs_the_whole_line(tmp_path):
     assert s["latency_ms_p50"] > 0 and s["latency_ms_p99"] >= s["latency_ms_p50"]
     # the per-camera PLC counters add up to the same total
     assert sum(c["total"] for c in s["plc"].values()) == s["verdicts_at_plc"]
+    # the station ran with it: the page's address, every REJECT / FAULT archived (or counted as lost)
+    station = s["station"]
+    assert station["url"].startswith("http://127.0.0.1:") and "operator page: http://127.0.0.1:" in proc.stdout
+    assert station["stored_reject"] + station["stored_fault"] + station["lost_queue_full"] + station["store_failed"] \
+        == s["reject"] + s["fault"]
     # a second run reuses the cached model, engine and profile
     proc = run_cli("demo", "--frames", "4", "--fps", "20", "--quiet", "--workdir", str(tmp_path / "work"),
                    "--engines-dir", str(tmp_path / "engines"), "--calibration-dir", str(tmp_path / "calibration"),
