@@ -203,7 +203,7 @@ class CameraSection(_Strict):
 
 
 
-PLC_RE = re.compile(r"^(?:sim|sim://\S+:\d+|modbus://[^/\s]+)$")
+PLC_RE = re.compile(r"^(?:sim|sim://\S+:\d+|modbus://[^/\s]+|s7sim|s7sim://\S+:\d+(?:\?\S*)?|s7://[^/\s]+)$")
 MAX_PLC_CAMERAS = 16   # camera blocks in the register map (inspector.plc.modbus_map.MAX_CAMERAS)
 
 
@@ -211,7 +211,7 @@ class GatewaySection(_Strict):
     """One gateway process (``inspector gateway``) and its PLC. ``cameras``: the camera ids it
     writes, position = camera block in the PLC; every one must be a daemon camera."""
 
-    plc: str                              # modbus://HOST[:PORT], sim, sim://HOST:PORT
+    plc: str                              # modbus://HOST[:PORT], sim, sim://HOST:PORT, s7://HOST[:PORT][?db=N&rack=R&slot=S], s7sim
     cameras: list[str] = Field(min_length=1, max_length=MAX_PLC_CAMERAS)
     connect: OptionalEndpoint = ""        # the daemon's verdicts endpoint ("" = [daemon] verdicts)
     device_id: int = Field(1, ge=0, le=255)
@@ -227,7 +227,8 @@ class GatewaySection(_Strict):
     @classmethod
     def _plc(cls, value: str) -> str:
         if not PLC_RE.match(value):
-            raise ValueError(f"{value!r}: expected modbus://HOST[:PORT], sim or sim://HOST:PORT")
+            raise ValueError(f"{value!r}: expected modbus://HOST[:PORT], sim, sim://HOST:PORT, s7://HOST[:PORT][?db=N], "
+                             "s7sim or s7sim://HOST:PORT")
         return value
 
     @field_validator("cameras")
