@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
+
+from inspector.line.plant_config import GATEWAY_KINDS, MqttSection, OpcUaSection, gateway_kind
 
 ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(?P<port>\d+)|ipc://\S+|inproc://\S+)$")
 HOST_PORT_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\s]+):(?P<port>\d+)$")
@@ -211,6 +213,7 @@ class GatewaySection(_Strict):
     """One gateway process (``inspector gateway``) and its PLC. ``cameras``: the camera ids it
     writes, position = camera block in the PLC; every one must be a daemon camera."""
 
+    kind: Literal["plc"] = "plc"          # other kinds: mqtt, opcua (inspector.line.plant_config)
     plc: str                              # modbus://HOST[:PORT], sim, sim://HOST:PORT, s7://HOST[:PORT][?db=N&rack=R&slot=S], s7sim
     cameras: list[str] = Field(min_length=1, max_length=MAX_PLC_CAMERAS)
     connect: OptionalEndpoint = ""        # the daemon's verdicts endpoint ("" = [daemon] verdicts)
@@ -255,6 +258,11 @@ class CameraSettings:
     grabber: GrabberSettings
 
 
+# [gateways.NAME]: a PLC gateway, or by its ``kind`` an MQTT publisher or an OPC UA server (docs/plant.md)
+AnyGateway = Annotated[Annotated[GatewaySection, Tag("plc")] | Annotated[MqttSection, Tag("mqtt")]
+                       | Annotated[OpcUaSection, Tag("opcua")], Discriminator(gateway_kind)]
+
+
 class OverloadSection(_Strict):
     max_queue: int = Field(64, ge=1, le=1_000_000)
     policy: Literal["reject_oldest", "reject_newest"] = "reject_oldest"
@@ -266,7 +274,7 @@ class Config(_Strict):
     defaults: DefaultsSection = DefaultsSection()
     cameras: dict[str, CameraSection] = {}
     overload: OverloadSection = OverloadSection()
-    gateways: dict[str, GatewaySection] = {}
+    gateways: dict[str, AnyGateway] = {}
     _source: str = PrivateAttr("<dict>")  # the file this came from (for messages)
 
     @property
@@ -376,6 +384,8 @@ _FRIENDLY = {
 
 
 def _format_location(path: Path, text: str, loc: tuple) -> str:
+    if len(loc) >= 3 and loc[0] == "gateways" and loc[2] in GATEWAY_KINDS:
+        loc = loc[:2] + loc[3:]   # pydantic names the gateway's kind (the union's tag) in the location
     line = _key_line(text, loc)
     where = f"{path}:{line}" if line else str(path)
     parts = [str(p) for p in loc]
@@ -440,11 +450,12 @@ def cross_reference_problems(config: Config, text: str = "") -> list[str]:
     served: set[str] = set()
     for name, gateway in config.gateways.items():
         for camera in gateway.cameras:
-            served.add(camera)
+            if gateway.kind == "plc":   # plant gateways (mqtt, opcua) report cameras, they do not eject
+                served.add(camera)
             if camera not in config.cameras:
                 problems.append(f"{where(f'gateways.{name}', 'cameras')} [gateways.{name}] cameras: camera {camera!r} "
                                 f"is not a daemon camera (declare it once as [cameras.{camera}])")
-    if config.gateways:
+    if any(gateway.kind == "plc" for gateway in config.gateways.values()):
         for camera in config.cameras:
             if camera not in served:
                 problems.append(f"{where(f'cameras.{camera}')} [cameras.{camera}]: no gateway writes camera {camera!r} "

@@ -256,6 +256,8 @@ def settings_from_config(config: Config, name: str) -> argparse.Namespace:
     if name not in config.gateways:
         raise ValueError(f"{config.source}: no [gateways.{name}] section (have: {sorted(config.gateways)})")
     g = config.gateways[name]
+    if g.kind != "plc":
+        raise ValueError(f"{config.source}: [gateways.{name}] is a {g.kind} gateway: run it with inspector {g.kind}")
     metrics_host, metrics_port = parse_host_port(g.metrics) if g.metrics else ("0.0.0.0", None)
     return argparse.Namespace(
         connect=connectable(g.connect or config.daemon.verdicts), plc=g.plc, cameras=",".join(g.cameras),
