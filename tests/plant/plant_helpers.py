@@ -159,17 +159,19 @@ class FakeDaemon:
 
 
 def box_config(folder: Path, daemon_endpoint: str, gateways: dict[str, dict], cameras=("cam0", "cam1"),
-               box: str = "box-a") -> Path:
+               box: str = "box-a", camera_keys: dict[str, dict] | None = None) -> Path:
     """A box config whose daemon publishes at ``daemon_endpoint`` (not started here: the test
-    plays it) with ``gateways`` {name: section}; returns its path."""
+    plays it) with ``gateways`` {name: section} and ``camera_keys`` {camera: {key: value}};
+    returns its path."""
     def value(v):
         return json.dumps(v) if isinstance(v, (str, list, bool)) else repr(v)
 
     lines = ["[daemon]", f'id = "{box}"', f'frames = "tcp://127.0.0.1:{free_port()}"', f'verdicts = "{daemon_endpoint}"',
              "", "[engine]", 'path = "engine.onnx"', ""]
-    lines += [f"[cameras.{camera}]" for camera in cameras]
-    for name, section in gateways.items():
-        lines += ["", f"[gateways.{name}]"] + [f"{key} = {value(v)}" for key, v in section.items()]
+    sections = {f"cameras.{camera}": (camera_keys or {}).get(camera, {}) for camera in cameras}
+    sections.update({f"gateways.{name}": section for name, section in gateways.items()})
+    for name, section in sections.items():
+        lines += ["", f"[{name}]"] + [f"{key} = {value(v)}" for key, v in section.items()]
     path = folder / f"{box}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
