@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from inspector.core.files import write_json_atomic
-from inspector.line.config import Config, command_config, connectable, parse_host_port
+from inspector.line.config import Config, connectable, parse_host_port
 from inspector.line.readiness import notify_ready
-from inspector.plant import messages
+from inspector.plant import gateway_command, messages
+from inspector.plant.gateway_command import box_cameras, plant_section
 from inspector.plant.broker import BrokerSettings
 from inspector.plant.feed import DaemonFeed
 from inspector.plant.line_state import LineState
@@ -39,21 +38,6 @@ from inspector.plant.offline_buffer import BufferError, OfflineBuffer
 log = logging.getLogger(__name__)
 
 POLL_MS = 50
-
-
-def plant_section(config: Config, name: str, kind: str):
-    """``[gateways.NAME]`` of ``kind``; ValueError naming what the file has instead."""
-    section = config.gateways.get(name)
-    if section is None:
-        raise ValueError(f"{config.source}: no [gateways.{name}] section (have: {sorted(config.gateways)})")
-    if section.kind != kind:
-        raise ValueError(f"{config.source}: [gateways.{name}] is kind {section.kind!r}, not {kind!r}")
-    return section
-
-
-def box_cameras(config: Config, section) -> tuple[str, ...]:
-    """The cameras a plant gateway reports: its own list, or every daemon camera."""
-    return tuple(section.cameras or config.cameras)
 
 
 class MqttGateway:
@@ -170,19 +154,11 @@ def serve_metrics(gateway: MqttGateway, host_port: str) -> None:
 # ---------------------------------------------------------------------------------------- command
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="box config (inspector.toml)")
-    parser.add_argument("--gateway", required=True, metavar="NAME", help="its [gateways.NAME] section, kind = \"mqtt\"")
+    gateway_command.add_arguments(parser, "mqtt")
 
 
 def run(args: argparse.Namespace) -> int:
-    config = command_config(args.config)
-    if isinstance(config, int):
-        return config
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    run_mqtt_gateway(config, args.gateway, stop)
-    return 0
+    return gateway_command.run(args, run_mqtt_gateway)
 
 
 def run_mqtt_gateway(config: Config, name: str, stop: threading.Event) -> dict[str, Any]:

@@ -32,18 +32,18 @@ import asyncio
 import hashlib
 import logging
 import math
-import signal
 import threading
 from pathlib import Path
 from typing import Any
 
 from inspector.core.files import write_json_atomic
 from inspector.judge.profile import ProfileError, load_profile
-from inspector.line.config import Config, command_config, connectable
+from inspector.line.config import Config, connectable
 from inspector.line.readiness import notify_ready
 from inspector.plant.feed import DaemonFeed
 from inspector.plant.line_state import LineState
-from inspector.plant.mqtt_gateway import box_cameras, plant_section
+from inspector.plant import gateway_command
+from inspector.plant.gateway_command import box_cameras, plant_section
 
 log = logging.getLogger(__name__)
 
@@ -235,19 +235,11 @@ def _stamp(path: str) -> tuple[float, int] | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="box config (inspector.toml)")
-    parser.add_argument("--gateway", required=True, metavar="NAME", help="its [gateways.NAME] section, kind = \"opcua\"")
+    gateway_command.add_arguments(parser, "opcua")
 
 
 def run(args: argparse.Namespace) -> int:
-    config = command_config(args.config)
-    if isinstance(config, int):
-        return config
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    run_opcua_gateway(config, args.gateway, stop)
-    return 0
+    return gateway_command.run(args, run_opcua_gateway)
 
 
 def run_opcua_gateway(config: Config, name: str, stop: threading.Event) -> dict[str, Any]:
