@@ -24,8 +24,8 @@ from plant_helpers import Mosquitto, Subscriber, box_config, daemon, procs  # no
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 
-def mqtt_section(broker: Mosquitto, folder, **extra) -> dict:
-    return {"kind": "mqtt", "broker": broker.url, "client_id": "box-a", "buffer": str(folder / "buffer.db"),
+def mqtt_section(server: Mosquitto, folder, **extra) -> dict:
+    return {"kind": "mqtt", "broker": server.url, "client_id": "box-a", "buffer": str(folder / "buffer.db"),
             "status_interval_s": 0.2, "reconnect_max_s": 0.3, "stats": str(folder / "mqtt-stats.json"), **extra}
 
 
@@ -118,4 +118,36 @@ def test_broker_down_at_start_a_full_buffer_drops_the_oldest_and_says_so(tmp_pat
         assert status["publisher"]["connect_errors"].get("refused", 0) >= 1
     finally:
         subscriber.close()
+        broker.stop()
+
+
+def test_tls_login_expired_certificate_and_malformed_daemon_messages(tmp_path, daemon, procs):
+    from certs import make_cert
+
+    ca_file, _, ca_cert, ca_key = make_cert(tmp_path / "certs", "ca")
+    expired = make_cert(tmp_path / "certs", "expired", ca=(ca_cert, ca_key), expired=True)
+    valid = make_cert(tmp_path / "certs", "valid", ca=(ca_cert, ca_key))
+    (tmp_path / "password").write_text("s3cret\n")
+    broker = Mosquitto(tmp_path / "broker", tls=(ca_file, expired[0], expired[1]), users={"box": "s3cret"}).start()
+    section = mqtt_section(broker, tmp_path, broker=f"mqtts://127.0.0.1:{broker.port}", ca_file=str(ca_file),
+                           username="box", password_file=str(tmp_path / "password"))
+    config = box_config(tmp_path, daemon.endpoint, {"mes": section})
+    gateway = procs.start("mqtt", "mqtt", "--config", str(config), "--gateway", "mes")
+    try:
+        daemon.alive.set()
+        wait_until(lambda: "ready: the daemon's heartbeats reach" in gateway.output(), 20, "gateway ready")
+        daemon.send([b"verdict", b"\xc1 not msgpack"])                         # malformed: counted, not fatal
+        daemon.judge("cam0", range(10), "FAULT")
+        wait_until(lambda: "TLS certificate has expired" in gateway.output(), 15, "a clear error for the expired certificate")
+        broker.stop()                                                          # the broker gets a valid certificate
+        broker = Mosquitto(tmp_path / "broker", port=broker.port, tls=(ca_file, valid[0], valid[1]),
+                           users={"box": "s3cret"}).start()
+        wait_until(lambda: "MQTT connected to mqtts://" in gateway.output(), 20, "TLS + login accepted")
+        gateway.signal(15)
+        assert gateway.wait(15) == 0
+        stats = json.loads((tmp_path / "mqtt-stats.json").read_text())
+        assert stats["connect_errors"]["certificate_expired"] >= 1 and stats["malformed_messages"] == 1
+        assert stats["verdicts_buffered"] == 10 and stats["buffer_depth"] == 0 and stats["acknowledged"] >= 10
+        assert stats["cameras"]["cam0"]["fault"] == 10 and stats["buffer_dropped"] == 0
+    finally:
         broker.stop()
