@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from inspector.core.ports import free_port  # noqa: E402
 from inspector.core.stats import summarize_ms  # noqa: E402
+from inspector.line import transport  # noqa: E402
 from inspector.line.harness import Processes, wait_until  # noqa: E402
 from inspector.line.wire import Heartbeat, Verdict, encode_heartbeat, encode_verdict  # noqa: E402
 from inspector.plc import modbus_map as mm  # noqa: E402
@@ -46,9 +47,9 @@ class Publisher:
 
     def __init__(self) -> None:
         self.context = zmq.Context()
-        self.pub = self.context.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.SNDHWM, 1_000_000)
-        self.endpoint = f"tcp://127.0.0.1:{self.pub.bind_to_random_port('tcp://127.0.0.1')}"
+        self.pub = transport.publisher(self.context)      # the daemon's own socket policy
+        port = self.pub.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
         self.lock, self.done, self.seq = threading.Lock(), threading.Event(), 0
         threading.Thread(target=self._beat, daemon=True).start()
 

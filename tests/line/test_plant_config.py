@@ -12,12 +12,12 @@ from inspector.line.config import ConfigError, load_config
 pytestmark = pytest.mark.unit
 
 BOX = """\
+[engine]
+path = "engine.onnx"
+
 [daemon]
 frames = "tcp://127.0.0.1:7555"
 verdicts = "tcp://127.0.0.1:7556"
-
-[engine]
-path = "engine.onnx"
 
 [cameras.cam0]
 [cameras.cam1]
