@@ -158,6 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``inspector mqtt``: publish until SIGTERM / SIGINT, then flush and go offline."""
     return gateway_command.run(args, run_mqtt_gateway)
 
 

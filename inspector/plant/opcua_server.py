@@ -239,6 +239,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``inspector opcua``: serve until SIGTERM / SIGINT."""
     return gateway_command.run(args, run_opcua_gateway)
 
 
