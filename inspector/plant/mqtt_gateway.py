@@ -18,10 +18,10 @@ messages are counted. None of it touches the PLC gateways, which drive the eject
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from inspector.core.files import write_json_atomic
@@ -151,16 +151,7 @@ def serve_metrics(gateway: MqttGateway, host_port: str) -> None:
     start_http_server(port, addr=host, registry=registry)
 
 
-# ---------------------------------------------------------------------------------------- command
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    gateway_command.add_arguments(parser, "mqtt")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``inspector mqtt``: publish until SIGTERM / SIGINT, then flush and go offline."""
-    return gateway_command.run(args, run_mqtt_gateway)
-
+# ---------------------------------------------------------------------------------------- running
 
 def run_mqtt_gateway(config: Config, name: str, stop: threading.Event) -> dict[str, Any]:
     """Run the MQTT gateway ``name`` until ``stop``; returns its stats (also written to the
@@ -179,3 +170,8 @@ def run_mqtt_gateway(config: Config, name: str, stop: threading.Event) -> dict[s
     log.info("mqtt stopping: %d verdicts buffered, %d still held, %d dropped", stats["verdicts_buffered"],
              stats["buffer_depth"], stats["buffer_dropped"])
     return stats
+
+
+# the command: ``inspector mqtt --config FILE --gateway NAME`` (runs until SIGTERM / SIGINT)
+add_arguments = partial(gateway_command.add_arguments, kind="mqtt")
+run = partial(gateway_command.run, runner=run_mqtt_gateway)

@@ -27,13 +27,13 @@ that writes gets BadNotWritable. Nothing here drives the ejector.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import logging
 import math
 import threading
 from pathlib import Path
+from functools import partial
 from typing import Any
 
 from inspector.core.files import write_json_atomic
@@ -234,15 +234,6 @@ def _stamp(path: str) -> tuple[float, int] | None:
     return info.st_mtime, info.st_size
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    gateway_command.add_arguments(parser, "opcua")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``inspector opcua``: serve until SIGTERM / SIGINT."""
-    return gateway_command.run(args, run_opcua_gateway)
-
-
 def run_opcua_gateway(config: Config, name: str, stop: threading.Event) -> dict[str, Any]:
     """Serve OPC UA for gateway ``name`` until ``stop``; returns its stats (also written to the
     section's ``stats`` file). Raises ValueError for bad settings."""
@@ -256,3 +247,8 @@ def run_opcua_gateway(config: Config, name: str, stop: threading.Event) -> dict[
     if gateway.section.stats:
         write_json_atomic(gateway.section.stats, stats)
     return stats
+
+
+# the command: ``inspector opcua --config FILE --gateway NAME`` (runs until SIGTERM / SIGINT)
+add_arguments = partial(gateway_command.add_arguments, kind="opcua")
+run = partial(gateway_command.run, runner=run_opcua_gateway)
