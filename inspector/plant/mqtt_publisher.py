@@ -59,6 +59,7 @@ class MqttPublisher:
         self._last_sent_n = 0
         self._backoff = RECONNECT_MIN_S
         self._next_attempt = 0.0
+        self._refused = False                       # the last CONNACK said no (counted in on_connect)
         self.counts: Counter[str] = Counter()       # published, acknowledged, connects, errors by kind
         self.last_error = ""
 
@@ -115,17 +116,18 @@ class MqttPublisher:
             self._stop.wait(min(wait, 0.1))
             return
         host, port, _ = self.settings.address
+        self._refused = False
         try:
             self.client.connect(host, port, keepalive=self.settings.keepalive_s)
             deadline = time.monotonic() + 5.0
             while not self.connected and time.monotonic() < deadline and not self._stop.is_set():
                 if self.client.loop(0.05) != paho.MQTT_ERR_SUCCESS:
                     break
-            if not self.connected:
-                raise ConnectionError(self.last_error or "no CONNACK from the broker")
+            if not self.connected and not self._refused and not self._stop.is_set():
+                self._failure("timeout", "the broker closed the connection or sent no CONNACK within 5 s")
         except Exception as exc:  # OSError, ssl errors, paho's own: all mean "try again later"
-            if not isinstance(exc, ConnectionError) or not self.last_error:
-                self._failure(*describe_failure(exc))
+            self._failure(*describe_failure(exc))
+        if not self.connected:
             self.client.socket() and self.client.disconnect()
             self._schedule_retry()
 
@@ -144,6 +146,7 @@ class MqttPublisher:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self._refused = True
             self._failure(*describe_refusal(reason_code))
             return
         with self._lock:
@@ -192,8 +195,9 @@ class MqttPublisher:
             return
         for stored in self.buffer.after(self._last_sent_n, room):
             info = self.client.publish(stored.topic, stored.payload, qos=1, retain=stored.retain)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                break           # connection went away: paho holds it and sends it after the reconnect
+            if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+                break           # refused by paho (e.g. payload too large): tried again next round
+            # NO_CONN: the connection just went away; paho holds the message and sends it after the reconnect
             self._in_flight[info.mid] = stored.n
             self._last_sent_n = stored.n
             with self._lock:

@@ -159,6 +159,7 @@ class S7Sim:
 def open_s7(target: S7Target, *, timeout_s: float) -> tuple[S7Device, S7Sim | None]:
     """The device for ``target`` and, for ``s7sim``, the simulated PLC started for it (stop it
     when done). Raises ValueError when the simulated PLC cannot listen."""
+    logging.getLogger("snap7").setLevel(logging.WARNING)   # its INFO lines are per (re)connect; we log trouble ourselves
     sim = None
     host, port = target.host, target.port
     if target.kind == "s7sim":
