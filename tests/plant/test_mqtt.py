@@ -21,7 +21,7 @@ from inspector.plant.messages import parse_status, parse_verdict
 from inspector.plant.offline_buffer import OfflineBuffer
 from plant_helpers import Mosquitto, Subscriber, box_config, daemon, procs  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
 def mqtt_section(server: Mosquitto, folder, **extra) -> dict:
@@ -63,7 +63,7 @@ def test_broker_restart_mid_stream_loses_no_verdict(tmp_path, daemon, procs):
         config = box_config(tmp_path, daemon.endpoint, {"mes": mqtt_section(broker, tmp_path)})
         gateway = procs.start("mqtt", "mqtt", "--config", str(config), "--gateway", "mes")
         daemon.alive.set()
-        wait_until(lambda: any(s["daemon"]["alive"] for s in subscriber.payloads("status")), 20, "status: daemon alive")
+        wait_until(lambda: any(s["daemon"]["alive"] for s in subscriber.payloads("status")), 60, "status: daemon alive")
 
         sent = daemon.judge("cam0", range(0, 150), pause_s=0.002)
         broker.stop()                                  # the broker goes away mid-stream ...
@@ -104,7 +104,7 @@ def test_broker_down_at_start_a_full_buffer_drops_the_oldest_and_says_so(tmp_pat
         config = box_config(tmp_path, daemon.endpoint, {"mes": mqtt_section(broker, tmp_path, buffer_max=50)})
         procs.start("mqtt", "mqtt", "--config", str(config), "--gateway", "mes")
         daemon.alive.set()
-        wait_until(lambda: "ready: the daemon's heartbeats reach" in procs.children["mqtt"].output(), 20, "gateway ready")
+        wait_until(lambda: "ready: the daemon's heartbeats reach" in procs.children["mqtt"].output(), 60, "gateway ready")
         daemon.judge("cam0", range(80), pause_s=0.001)
         wait_until(lambda: "refused" in procs.children["mqtt"].output(), 10, "the refusal logged")
         time.sleep(0.3)
@@ -135,7 +135,7 @@ def test_tls_login_expired_certificate_and_malformed_daemon_messages(tmp_path, d
     gateway = procs.start("mqtt", "mqtt", "--config", str(config), "--gateway", "mes")
     try:
         daemon.alive.set()
-        wait_until(lambda: "ready: the daemon's heartbeats reach" in gateway.output(), 20, "gateway ready")
+        wait_until(lambda: "ready: the daemon's heartbeats reach" in gateway.output(), 60, "gateway ready")
         daemon.send([b"verdict", b"\xc1 not msgpack"])                         # malformed: counted, not fatal
         daemon.judge("cam0", range(10), "FAULT")
         wait_until(lambda: "TLS certificate has expired" in gateway.output(), 15, "a clear error for the expired certificate")

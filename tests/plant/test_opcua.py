@@ -14,7 +14,7 @@ from inspector.judge.profile import new_profile, save_profile
 from certs import make_cert
 from plant_helpers import box_config, daemon, procs  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
 def write_profile(path, threshold: float) -> None:
@@ -122,7 +122,7 @@ def test_opcua_nodes_subscriptions_calibration_and_basic256sha256(tmp_path, daem
                "heartbeat_timeout_s": 0.5}
     config = box_config(tmp_path, daemon.endpoint, {"scada": section}, camera_keys={"cam0": {"calibration": str(profile)}})
     server = procs.start("opcua", "opcua", "--config", str(config), "--gateway", "scada")
-    wait_until(lambda: "opcua: box 'box-a'" in server.output(), 30, "the OPC UA server up")
+    wait_until(lambda: "opcua: box 'box-a'" in server.output(), 90, "the OPC UA server up")
     asyncio.run(scada_session(url, daemon, profile))
     assert asyncio.run(secure_session(url, client_files, server_cert, "s3cret")) == 5
     with pytest.raises(Exception):                                          # a wrong password is refused

@@ -21,7 +21,7 @@ from inspector.plc.s7_device import S7Sim, parse_s7_target
 from conftest import free_port, wait_until
 from test_gateway import Daemon, expected_entry, start_gateway, stop_process
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 
 class DataBlock:
@@ -87,7 +87,7 @@ def test_s7_ring_round_trip_pulses_line_stop_and_clean_stop_from_the_db_bytes(tm
                             "--pulse-ms", "2", "--heartbeat-timeout", "0.5", "--stats", str(stats))
     try:
         daemon.heartbeats.set()
-        wait_until(lambda: db.status() == (1, 0, 1), 15, "daemon alive, no line stop, in the DB")
+        wait_until(lambda: db.status() == (1, 0, 1), 60, "daemon alive, no line stop, in the DB")
         assert db.registers(0, 6) == [mm.MAP_VERSION, 2, 32, 12, 100, 400]
         decisions = ["OK", "REJECT", "FAULT", "OK"]
         reasons = {"OK": "", "REJECT": "score_above_threshold", "FAULT": "engine_error"}
@@ -129,7 +129,7 @@ def test_s7_plc_outage_backlog_is_written_in_order_after_the_plc_returns(tmp_pat
                             "--timeout", "0.5")
     try:
         daemon.heartbeats.set()
-        wait_until(lambda: DataBlock(plc.data).status() == (1, 0, 1), 15, "daemon alive in the DB")
+        wait_until(lambda: DataBlock(plc.data).status() == (1, 0, 1), 60, "daemon alive in the DB")
         for seq in range(3):
             daemon.verdict("cam0", seq, "OK")
         wait_until(lambda: DataBlock(plc.data).header(0).write_count == 3, 5, "first three verdicts")
