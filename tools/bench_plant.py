@@ -116,7 +116,7 @@ def bench_mqtt(folder: Path, daemon: Publisher, burst: int, rate: float, samples
                         f'buffer = "{folder}/buffer.db"\ninflight = 1000\nbuffer_max = 1000000')
     try:
         gateway = procs.start("mqtt", "mqtt", "--config", str(config), "--gateway", "g")
-        wait_until(lambda: "ready: the daemon's heartbeats" in gateway.output(), 30, "mqtt gateway ready")
+        wait_until(lambda: "ready: the daemon's heartbeats" in gateway.output(), 120, "mqtt gateway ready")
         daemon.send(samples, rate)
         wait_until(lambda: len(arrivals) >= samples, 60, "latency samples")
         latency = summarize_ms([(a - d) / 1e6 for d, a in arrivals[:samples]])
@@ -162,10 +162,10 @@ def plc_run(folder: Path, daemon: Publisher, kind: str, count: int, rate: float 
     procs = Processes(folder / "logs", cwd=REPO)
     stats = folder / "stats.json"
     try:
-        procs.start("gateway", "gateway", "--connect", daemon.endpoint, "--plc", f"{kind}://127.0.0.1:{port}",
-                    "--stats", str(stats), "--backlog", "1000000")
+        gateway = procs.start("gateway", "gateway", "--connect", daemon.endpoint, "--plc", f"{kind}://127.0.0.1:{port}",
+                              "--stats", str(stats), "--backlog", "1000000")
+        wait_until(lambda: "ready: the daemon's heartbeats" in gateway.output(), 120, "PLC gateway ready")
         write_count = plc_reader(kind, port)
-        time.sleep(1.0)   # the daemon's heartbeats reach it
         start = daemon.send(count, rate)
         wait_until(lambda: write_count() >= count, 120, f"{count} verdicts written", interval=0.01)
         elapsed = time.time() - start
