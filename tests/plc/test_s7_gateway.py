@@ -52,6 +52,17 @@ class DataBlock:
         return self.coil(0), self.coil(1), self.coil(2)
 
 
+def pulses_quiet(db: DataBlock, seconds: float) -> bool:
+    """True when both reject-pulse coils stay off for ``seconds`` (sampled every 5 ms): the pulse
+    queue is empty (a pulse train has gaps of --pulse-ms only)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if db.coil(16) or db.coil(17):
+            return False
+        time.sleep(0.005)
+    return True
+
+
 @pytest.fixture
 def daemon():
     d = Daemon()
@@ -111,7 +122,7 @@ def test_s7_ring_round_trip_pulses_line_stop_and_clean_stop_from_the_db_bytes(tm
         assert db.globals().fault_causes == mm.FAULT_HEARTBEAT_LOST
         daemon.heartbeats.set()
         wait_until(lambda: db.status() == (1, 0, 1), 5, "line stop cleared")
-        wait_until(lambda: db.coil(16) == 0 and db.coil(17) == 0, 5, "every reject pulse ended")
+        wait_until(lambda: pulses_quiet(db, 1.0), 60, "every reject pulse sent (both pulse coils off for 1 s)")
     finally:
         code = stop_process(gateway)
         plc.stop()
