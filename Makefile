@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/inspector demo $(DEMO_ARGS)
 
 test: $(STAMP)
-	sh tools/ensure_chromium.sh
+	sh tools/test_deps.sh
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

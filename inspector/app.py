@@ -4,6 +4,8 @@ Read top to bottom, this is the process layout of a box (docs/architecture.md)::
 
     daemon          inspector serve   --config FILE                 frames in, verdicts out
     gateway-NAME    inspector gateway --config FILE --gateway NAME  one per [gateways.NAME]: verdicts -> PLC
+                    inspector mqtt    ...                           kind = "mqtt": results -> MQTT broker
+                    inspector opcua   ...                           kind = "opcua": an OPC UA server
     grab-CAMERA     inspector grab    --config FILE --camera ID     one per camera with a source
     archive         inspector archive --config FILE                 with [archive]: the reject archive
     ui              inspector ui      --config FILE                 with [ui]: the operator page
@@ -36,9 +38,13 @@ def daemon_process(config_path: Path) -> ProcessSpec:
     return ProcessSpec("daemon", "daemon", tuple(inspector_command("serve", "--config", str(config_path))))
 
 
-def gateway_process(config_path: Path, name: str) -> ProcessSpec:
+# the command that runs each kind of [gateways.NAME] (docs/plant.md for mqtt and opcua)
+GATEWAY_COMMANDS = {"plc": "gateway", "mqtt": "mqtt", "opcua": "opcua"}
+
+
+def gateway_process(config_path: Path, name: str, kind: str = "plc") -> ProcessSpec:
     return ProcessSpec(f"gateway-{name}", "gateway",
-                       tuple(inspector_command("gateway", "--config", str(config_path), "--gateway", name)))
+                       tuple(inspector_command(GATEWAY_COMMANDS[kind], "--config", str(config_path), "--gateway", name)))
 
 
 def grabber_process(config_path: Path, camera: str) -> ProcessSpec:
@@ -58,7 +64,7 @@ def layout(config: Config, config_path: str | Path) -> list[ProcessSpec]:
     """Every process of the box, in start order."""
     path = Path(config_path).resolve()
     return [daemon_process(path),
-            *(gateway_process(path, name) for name in config.gateways),
+            *(gateway_process(path, name, section.kind) for name, section in config.gateways.items()),
             *([archive_process(path)] if config.archive is not None else []),
             *([ui_process(path)] if config.ui is not None else []),
             *(grabber_process(path, camera) for camera, section in config.cameras.items() if section.source)]
@@ -74,7 +80,17 @@ def daemon_component(config: Config, stop: threading.Event) -> dict[str, Any]:
 
 
 def gateway_component(config: Config, name: str, stop: threading.Event) -> dict[str, Any]:
-    """Gateway ``name``: the daemon's verdicts -> its PLC until ``stop``; returns its stats."""
+    """Gateway ``name``: the daemon's verdicts -> its PLC (or, by its kind, the MQTT broker or
+    an OPC UA server) until ``stop``; returns its stats."""
+    kind = config.gateways[name].kind if name in config.gateways else "plc"
+    if kind == "mqtt":
+        from inspector.plant.mqtt_gateway import run_mqtt_gateway
+
+        return run_mqtt_gateway(config, name, stop)
+    if kind == "opcua":
+        from inspector.plant.opcua_server import run_opcua_gateway
+
+        return run_opcua_gateway(config, name, stop)
     from inspector.plc.gateway import run_gateway, settings_from_config
 
     return run_gateway(settings_from_config(config, name), stop)

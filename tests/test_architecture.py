@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "inspector"
 
-GUARDED = ("core", "judge", "line", "plc", "station")
+GUARDED = ("core", "judge", "line", "plc", "station", "plant")
 FORBIDDEN = ("torch", "torchvision", "inspector.model", "inspector.calibration")
 
 

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
+
+from inspector.line.plant_config import GATEWAY_KINDS, MqttSection, OpcUaSection, gateway_kind
 
 ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(?P<port>\d+)|ipc://\S+|inproc://\S+)$")
 HOST_PORT_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\s]+):(?P<port>\d+)$")
@@ -215,7 +217,7 @@ class CameraSection(_Strict):
 
 
 
-PLC_RE = re.compile(r"^(?:sim|sim://\S+:\d+|modbus://[^/\s]+)$")
+PLC_RE = re.compile(r"^(?:sim|sim://\S+:\d+|modbus://[^/\s]+|s7sim|s7sim://\S+:\d+(?:\?\S*)?|s7://[^/\s]+)$")
 MAX_PLC_CAMERAS = 16   # camera blocks in the register map (inspector.plc.modbus_map.MAX_CAMERAS)
 
 
@@ -223,7 +225,8 @@ class GatewaySection(_Strict):
     """One gateway process (``inspector gateway``) and its PLC. ``cameras``: the camera ids it
     writes, position = camera block in the PLC; every one must be a daemon camera."""
 
-    plc: str                              # modbus://HOST[:PORT], sim, sim://HOST:PORT
+    kind: Literal["plc"] = "plc"          # other kinds: mqtt, opcua (inspector.line.plant_config)
+    plc: str                              # modbus://HOST[:PORT], sim, sim://HOST:PORT, s7://HOST[:PORT][?db=N&rack=R&slot=S], s7sim
     cameras: list[str] = Field(min_length=1, max_length=MAX_PLC_CAMERAS)
     connect: OptionalEndpoint = ""        # the daemon's verdicts endpoint ("" = [daemon] verdicts)
     device_id: int = Field(1, ge=0, le=255)
@@ -240,7 +243,8 @@ class GatewaySection(_Strict):
     @classmethod
     def _plc(cls, value: str) -> str:
         if not PLC_RE.match(value):
-            raise ValueError(f"{value!r}: expected modbus://HOST[:PORT], sim or sim://HOST:PORT")
+            raise ValueError(f"{value!r}: expected modbus://HOST[:PORT], sim, sim://HOST:PORT, s7://HOST[:PORT][?db=N], "
+                             "s7sim or s7sim://HOST:PORT")
         return value
 
     @field_validator("cameras")
@@ -309,6 +313,9 @@ class UiSection(_Strict):
     secure_cookies: bool = True          # Secure flag on the session cookie (HTTPS, or http://localhost)
     session_hours: float = Field(8.0, gt=0.0, le=24.0 * 30)
     key: ResolvedPath = ""             # with [curve]: the page's certificate (it reads the verdicts)
+# [gateways.NAME]: a PLC gateway, or by its ``kind`` an MQTT publisher or an OPC UA server (docs/plant.md)
+AnyGateway = Annotated[Annotated[GatewaySection, Tag("plc")] | Annotated[MqttSection, Tag("mqtt")]
+                       | Annotated[OpcUaSection, Tag("opcua")], Discriminator(gateway_kind)]
 
 
 class OverloadSection(_Strict):
@@ -323,7 +330,7 @@ class Config(_Strict):
     defaults: DefaultsSection = DefaultsSection()
     cameras: dict[str, CameraSection] = {}
     overload: OverloadSection = OverloadSection()
-    gateways: dict[str, GatewaySection] = {}
+    gateways: dict[str, AnyGateway] = {}
     curve: CurveSection | None = None     # None: NULL security, loopback / ipc endpoints only
     trust: TrustSection | None = None     # None: nothing can be verified, so the daemon uses nothing
     archive: ArchiveSection | None = None
@@ -442,6 +449,8 @@ _FRIENDLY = {
 
 
 def _format_location(path: Path, text: str, loc: tuple) -> str:
+    if len(loc) >= 3 and loc[0] == "gateways" and loc[2] in GATEWAY_KINDS:
+        loc = loc[:2] + loc[3:]   # pydantic names the gateway's kind (the union's tag) in the location
     line = _key_line(text, loc)
     where = f"{path}:{line}" if line else str(path)
     parts = [str(p) for p in loc]
@@ -516,7 +525,8 @@ def cross_reference_problems(config: Config, text: str = "") -> list[str]:
     served: set[str] = set()
     for name, gateway in config.gateways.items():
         for camera in gateway.cameras:
-            served.add(camera)
+            if gateway.kind == "plc":   # plant gateways (mqtt, opcua) report cameras, they do not eject
+                served.add(camera)
             if camera not in config.cameras:
                 problems.append(f"{where(f'gateways.{name}', 'cameras')} [gateways.{name}] cameras: camera {camera!r} "
                                 f"is not a daemon camera (declare it once as [cameras.{camera}])")
@@ -531,7 +541,7 @@ def cross_reference_problems(config: Config, text: str = "") -> list[str]:
                         "and tap_maps = true for anomaly maps)")
     if config.ui is not None and config.archive is None:
         problems.append(f"{where('ui')} [ui]: the operator page needs an [archive] section")
-    if config.gateways:
+    if any(gateway.kind == "plc" for gateway in config.gateways.values()):
         for camera in config.cameras:
             if camera not in served:
                 problems.append(f"{where(f'cameras.{camera}')} [cameras.{camera}]: no gateway writes camera {camera!r} "

@@ -178,7 +178,7 @@ def link_security_problems(config: Config, where=lambda section, key: f"[{sectio
                 problems.append(f"{where(section, key)}: {endpoint} is reachable from other machines without "
                                 f"authentication or encryption; {fix}")
         servers = [("daemon", "health", config.daemon.health)]
-        servers += [(f"gateways.{name}", "metrics", g.metrics) for name, g in config.gateways.items()]
+        servers += [(f"gateways.{name}", "metrics", getattr(g, "metrics", "")) for name, g in config.gateways.items()]
         for section, key, address in servers:
             if address and not is_local_host(parse_host_port(address)[0]):
                 problems.append(f"{where(section, key)}: {address} serves metrics to other machines; "

@@ -70,12 +70,17 @@ class PlcTarget:
 
 
 def parse_plc_target(text: str) -> PlcTarget:
-    """``modbus://HOST[:PORT]`` (PORT defaults to 502), ``sim`` or ``sim://HOST:PORT``.
+    """``modbus://HOST[:PORT]`` (PORT defaults to 502), ``sim`` or ``sim://HOST:PORT``; S7 targets
+    (``s7://...``, ``s7sim``...) give an :class:`inspector.plc.s7_device.S7Target`.
 
     Raises ValueError with the accepted forms for anything else.
     """
     if text == "sim":
         return PlcTarget("sim", "127.0.0.1", 0)
+    if text.partition(":")[0] in ("s7", "s7sim"):   # Siemens S7: inspector.plc.s7_device
+        from inspector.plc.s7_device import parse_s7_target
+
+        return parse_s7_target(text)
     parts = urlsplit(text)
     if parts.scheme not in ("modbus", "sim") or not parts.hostname or parts.path not in ("", "/"):
         raise ValueError(f"--plc {text!r}: expected modbus://HOST:PORT, sim or sim://HOST:PORT")
@@ -231,7 +236,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "[gateways.NAME] section (with --gateway NAME)")
     parser.add_argument("--gateway", metavar="NAME", help="with --config: which [gateways.NAME] section")
     parser.add_argument("--connect", metavar="ENDPOINT", help="daemon PUB endpoint, e.g. tcp://127.0.0.1:5556 (required without --config)")
-    parser.add_argument("--plc", help="modbus://HOST:PORT, or sim / sim://HOST:PORT for an in-process simulated PLC (required without --config)")
+    parser.add_argument("--plc", help="modbus://HOST:PORT, or sim / sim://HOST:PORT for an in-process simulated PLC; "
+                        "s7://HOST[:PORT][?db=N&rack=R&slot=S] or s7sim[://HOST:PORT] for Siemens S7 (required without --config)")
     parser.add_argument("--cameras", default="cam0", help="comma-separated camera ids; position = camera block (default cam0)")
     parser.add_argument("--device-id", type=int, default=1, help="Modbus device (unit) id (default 1)")
     parser.add_argument("--heartbeat-timeout", type=float, default=2.0, help="s without daemon heartbeat before line stop (default 2.0)")
@@ -251,6 +257,8 @@ def settings_from_config(config: Config, name: str) -> argparse.Namespace:
     if name not in config.gateways:
         raise ValueError(f"{config.source}: no [gateways.{name}] section (have: {sorted(config.gateways)})")
     g = config.gateways[name]
+    if g.kind != "plc":
+        raise ValueError(f"{config.source}: [gateways.{name}] is a {g.kind} gateway: run it with inspector {g.kind}")
     metrics_host, metrics_port = parse_host_port(g.metrics) if g.metrics else ("127.0.0.1", None)
     return argparse.Namespace(
         connect=connectable(g.connect or config.daemon.verdicts), plc=g.plc, cameras=",".join(g.cameras),
@@ -321,8 +329,13 @@ def run_gateway(args: argparse.Namespace, stop: threading.Event) -> dict[str, An
     until ``stop`` is set; returns the stats (also written to ``args.stats`` when set). Raises
     ValueError for bad settings."""
     target, cameras = _validate(args)
-    sim = None
-    if target.kind == "sim":
+    sim = device = None
+    if target.kind in ("s7", "s7sim"):   # the same writer on an S7 data block (inspector.plc.s7_device)
+        from inspector.plc.s7_device import open_s7
+
+        device, sim = open_s7(target, timeout_s=args.timeout)
+        target = PlcTarget("s7", device.host, device.port)
+    elif target.kind == "sim":
         from inspector.plc.plc_sim import start_sim_in_thread
 
         sim = start_sim_in_thread(target.host, target.port)
@@ -334,6 +347,7 @@ def run_gateway(args: argparse.Namespace, stop: threading.Event) -> dict[str, An
     writer = PlcWriter(
         target.host, target.port, len(cameras), device_id=args.device_id, pulse_s=args.pulse_ms / 1e3,
         backlog_limit=args.backlog, timeout_s=args.timeout, reconnect_max_s=args.reconnect_max, metrics=metrics,
+        device=device,
     )
     gateway = Gateway(cameras, writer, args.heartbeat_timeout, metrics)
     context = zmq.Context()

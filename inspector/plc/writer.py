@@ -1,6 +1,7 @@
-"""The gateway's writer thread: all Modbus I/O to one PLC.
+"""The gateway's writer thread: all I/O to one PLC.
 
-``PlcWriter`` owns the only Modbus TCP connection; the receive loop (:class:`inspector.plc.gateway.Gateway`)
+``PlcWriter`` owns the only PLC connection, a :class:`inspector.plc.device.RegisterDevice` (Modbus
+TCP by default, S7 through :mod:`inspector.plc.s7_device`); the receive loop (:class:`inspector.plc.gateway.Gateway`)
 hands it :class:`PendingVerdict` items (a verdict translated by :func:`ring_entry_for`) and the
 daemon's state. Register map and handshake: :mod:`inspector.plc.modbus_map`, docs/plc.md.
 Never imports torch.
@@ -14,13 +15,11 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, replace
-from typing import Any, Callable
-
-from pymodbus.client import ModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from typing import Any
 
 from inspector.core.stats import summarize_ms
 from inspector.plc import modbus_map as mm
+from inspector.plc.device import ModbusDevice, PlcWriteError, RegisterDevice  # noqa: F401 (PlcWriteError: re-exported)
 from inspector.plc.metrics import GatewayMetrics
 from inspector.plc.sequencing import REPLAYED, PendingVerdict, Planned, has_history, plan_entries
 
@@ -35,10 +34,6 @@ MAX_LATENCY_SAMPLES = 1_000_000  # stats keep at most this many per-verdict late
 # ------------------------------------------------------------------------------------------------
 # The writer: all Modbus I/O
 # ------------------------------------------------------------------------------------------------
-
-
-class PlcWriteError(Exception):
-    """The PLC answered a request with a Modbus exception (e.g. ILLEGAL_ADDRESS)."""
 
 
 @dataclass
@@ -94,7 +89,7 @@ class PlcWriter:
         heartbeat_period_s: float = GATEWAY_HEARTBEAT_PERIOD_S,
         stop_flush_s: float = 2.0,
         metrics: GatewayMetrics | None = None,
-        client_factory: Callable[..., ModbusTcpClient] = ModbusTcpClient,
+        device: RegisterDevice | None = None,
     ) -> None:
         if not 1 <= camera_count <= mm.MAX_CAMERAS:
             raise ValueError(f"camera_count must be 1..{mm.MAX_CAMERAS}, got {camera_count}")
@@ -106,7 +101,9 @@ class PlcWriter:
         self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
         self.heartbeat_period_s, self.stop_flush_s = heartbeat_period_s, stop_flush_s
         self.metrics = metrics
-        self._client = client_factory(host, port=port, timeout=timeout_s, retries=0)
+        # every request goes through the device (Modbus TCP unless another is given: S7, ...)
+        self._client = device or ModbusDevice(host, port, device_id=device_id, timeout_s=timeout_s)
+        self._io_errors = self._client.errors
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="plc-writer", daemon=True)
         # --- shared with other threads (guarded by _cond) ---
@@ -197,7 +194,7 @@ class PlcWriter:
             self._stop_deadline = time.monotonic() + self.stop_flush_s
             self._cond.notify()
         if self._thread.is_alive():
-            self._thread.join(self.stop_flush_s + 4 * self._client.comm_params.timeout_connect + 1.0)
+            self._thread.join(self.stop_flush_s + 4 * self._client.timeout_s + 1.0)
         if self._thread.is_alive():
             log.error("PLC writer did not stop in time")
 
@@ -297,7 +294,7 @@ class PlcWriter:
                     continue
                 try:
                     self._do_one_thing()
-                except (ModbusException, OSError, PlcWriteError) as exc:
+                except self._io_errors as exc:
                     self._on_io_error(exc)
         except Exception:  # a bug here must not leave the line running without a gateway
             log.exception("PLC writer crashed")
@@ -343,7 +340,7 @@ class PlcWriter:
                 if self.metrics:
                     self.metrics.reconnects.inc()
             self._write_full_state()
-        except (ModbusException, OSError, PlcWriteError) as exc:
+        except self._io_errors as exc:
             self._client.close()
             self._schedule_reconnect(exc)
             return
@@ -370,25 +367,18 @@ class PlcWriter:
         self._written_global = None
         self._schedule_reconnect(exc)
 
-    # ---- Modbus primitives (every request of the gateway goes through these three)
-    def _check(self, response, what: str):
-        if response is None or response.isError():
-            raise PlcWriteError(f"PLC refused {what}: {response}")
-        return response
-
+    # ---- the device's primitives (every request of the gateway goes through these four)
     def _write_registers(self, address: int, values: list[int], what: str) -> None:
-        self._check(self._client.write_registers(address, values, device_id=self.device_id), what)
+        self._client.write_registers(address, values, what)
 
     def _write_coils(self, address: int, values: list[bool], what: str) -> None:
-        self._check(self._client.write_coils(address, values, device_id=self.device_id), what)
+        self._client.write_coils(address, values, what)
 
     def _read_registers(self, address: int, count: int, what: str) -> list[int]:
-        response = self._client.read_holding_registers(address, count=count, device_id=self.device_id)
-        return list(self._check(response, what).registers)
+        return self._client.read_registers(address, count, what)
 
     def _read_coils(self, address: int, count: int, what: str) -> list[bool]:
-        response = self._client.read_coils(address, count=count, device_id=self.device_id)
-        return list(self._check(response, what).bits[:count])
+        return self._client.read_coils(address, count, what)
 
     # ---- state writes
     def _adopt_plc_state(self) -> None:
@@ -575,7 +565,7 @@ class PlcWriter:
                 self._write_coils(mm.COIL_DAEMON_ALIVE, [False, True, False], "final status coils")
                 self._write_coils(mm.REJECT_COIL_BASE, [False] * self.camera_count, "final reject coils")
                 self._write_global()
-            except (ModbusException, OSError, PlcWriteError) as exc:
+            except self._io_errors as exc:
                 log.warning("could not write the stopped state to the PLC: %s", exc)
         self._client.close()
         with self._cond:

@@ -57,7 +57,7 @@ def open_browser(user_data: Path):
     """A selenium Chrome driver on Debian's chromium, or None (with the reason) when it cannot run."""
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver_path:
-        return None, "chromium / chromedriver not installed (make test installs them: tools/ensure_chromium.sh)"
+        return None, "chromium / chromedriver not installed (make test installs them: tools/test_deps.sh)"
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
