@@ -22,6 +22,13 @@ Rules:
   if it went to the engine right now; :meth:`take_expired` / :meth:`take_batch` hand it back
   unjudged (the daemon publishes ``deadline_missed`` for it: no engine time is wasted on it).
   ``slack_s`` (> 0) keeps the flush time strictly before the expiry time.
+* **Probe**: the estimate only learns from batches that run, so an estimate longer than the
+  deadlines (a slow warm-up batch of ``max_batch`` frames, a GPU that was busy once) would expire
+  every frame forever. When no engine time was measured for ``probe_after_s``, the oldest frame
+  whose deadline has not passed is kept out of expiry and goes to the engine (as a batch of its
+  own when nothing else fits): the measurement corrects the estimate. It is never a silent pass:
+  a frame judged after its deadline is FAULT ``deadline_missed`` all the same (the verdict's
+  deadline rule), only engine time is spent on it.
 * **Overload**: at most ``max_queue`` frames and ``max_bytes`` payload bytes wait. Adding one more
   than fits drops by ``policy``: ``"reject_oldest"`` (the oldest waiting frames go until the new one
   fits) or ``"reject_newest"`` (the new frame is refused); a frame bigger than ``max_bytes`` on its
@@ -73,6 +80,7 @@ class _Entry(Generic[T]):
     arrived: float
     deadline: float | None  # None: no deadline
     nbytes: int = 0
+    probe: bool = False     # kept by the probe rule: expires only when its deadline has passed
 
 
 class MicroBatcher(Generic[T]):
@@ -89,6 +97,7 @@ class MicroBatcher(Generic[T]):
         estimate: EngineTimeEstimate | None = None,
         slack_s: float = 0.0005,
         max_bytes: int | None = None,
+        probe_after_s: float = 1.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -100,6 +109,8 @@ class MicroBatcher(Generic[T]):
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if not (math.isfinite(slack_s) and slack_s > 0.0):
             raise ValueError(f"slack_s must be finite and > 0, got {slack_s}")
+        if not (math.isfinite(probe_after_s) and probe_after_s > 0.0):
+            raise ValueError(f"probe_after_s must be finite and > 0, got {probe_after_s}")
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
@@ -107,6 +118,9 @@ class MicroBatcher(Generic[T]):
         self.estimate = estimate or EngineTimeEstimate()
         self.slack_s = slack_s
         self.max_bytes = max_bytes
+        self.probe_after_s = probe_after_s
+        self.measured_at: float | None = None   # when engine time was last measured (None: not yet)
+        self.probes = 0                         # frames sent to the engine by the probe rule
         self.queued_bytes = 0
         self._queue: deque[_Entry[T]] = deque()
 
@@ -117,14 +131,18 @@ class MicroBatcher(Generic[T]):
     def expected_engine_s(self) -> float:
         return self.estimate.value_s
 
-    def observe_engine_time(self, seconds: float) -> None:
-        """Feed one measured batch time into the EWMA."""
+    def observe_engine_time(self, seconds: float, now: float | None = None) -> None:
+        """Feed one measured batch time into the EWMA (``now``: when, for the probe rule)."""
         self.estimate.observe(seconds)
+        if now is not None:
+            self.measured_at = now
 
     def add(self, item: T, now: float, deadline: float | None = None, nbytes: int = 0) -> list[T]:
         """Queue ``item`` (arrived at ``now``, due by ``deadline``, holding ``nbytes``). Returns the
         items dropped by the overload policy: ``[]``, the oldest ones (reject_oldest) or ``[item]``
         (reject_newest, or an item bigger than ``max_bytes``)."""
+        if self.measured_at is None:
+            self.measured_at = now   # the probe rule's clock starts with the first frame
         if self.max_bytes is not None and nbytes > self.max_bytes:
             return [item]
         dropped: list[T] = []
@@ -176,10 +194,24 @@ class MicroBatcher(Generic[T]):
         limit = self.expected_engine_s
         if not any(self._expired(entry, now, limit) for entry in self._queue):
             return []
+        self._mark_probe(now)
         expired = [entry for entry in self._queue if self._expired(entry, now, limit)]
         self._queue = deque(entry for entry in self._queue if not self._expired(entry, now, limit))
         self.queued_bytes -= sum(entry.nbytes for entry in expired)
         return [entry.item for entry in expired]
+
+    def _mark_probe(self, now: float) -> None:
+        """The probe rule (module docstring): once no engine time was measured for
+        ``probe_after_s`` (the clock starts with the first frame), mark the oldest frame whose
+        deadline is still ahead; one probe per interval."""
+        if now - (self.measured_at if self.measured_at is not None else now) < self.probe_after_s:
+            return
+        for entry in self._queue:
+            if entry.deadline is not None and entry.deadline >= now and not entry.probe:
+                entry.probe = True
+                self.measured_at = now
+                self.probes += 1
+                return
 
     def take_batch(self, now: float) -> tuple[list[T], list[T]]:
         """``(batch, expired)``: first the expired items are removed (see :meth:`take_expired`),
@@ -205,4 +237,6 @@ class MicroBatcher(Generic[T]):
 
     @staticmethod
     def _expired(entry: _Entry[T], now: float, expected_s: float) -> bool:
-        return entry.deadline is not None and entry.deadline - expected_s < now
+        if entry.deadline is None:
+            return False
+        return entry.deadline < now if entry.probe else entry.deadline - expected_s < now

@@ -104,7 +104,7 @@ class EngineWorker:
             self.busy_since = None
         elapsed = time.perf_counter() - started
         with self._cond:
-            self.batcher.observe_engine_time(elapsed)
+            self.batcher.observe_engine_time(elapsed, time.monotonic())
             expected = self.batcher.expected_engine_s
         self.metrics.engine_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(judged))

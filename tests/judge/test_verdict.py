@@ -117,6 +117,41 @@ def test_deadline_aware_early_flush_uses_the_engine_estimate():
     assert batch == ["relaxed", "urgent"] and expired == []   # flushed in time: nothing expired
 
 
+def test_an_estimate_longer_than_every_deadline_is_corrected_by_a_probe():
+    """A warm-up that measured 5 s per batch against 200 ms deadlines would expire every frame
+    forever (nothing runs, so nothing is measured): after probe_after_s one frame whose deadline
+    is still ahead goes to the engine, and its measured time corrects the estimate."""
+    b = MicroBatcher(4, 0.010, 16, estimate=EngineTimeEstimate(initial_s=5.0), probe_after_s=1.0)
+    t = 0.0
+    for _ in range(10):                                   # the first second: expired, as the estimate says
+        b.add("early", now=t, deadline=t + 0.2)
+        assert b.take_batch(t) == ([], ["early"])
+        t += 0.1
+    assert b.probes == 0
+    b.add("old", now=t, deadline=t + 0.2)
+    b.add("probe", now=t + 0.05, deadline=t + 0.25)
+    late = t + 0.201                                       # "old" is really late now; "probe" is not
+    batch, expired = b.take_batch(late)
+    assert (batch, expired) == (["probe"], ["old"]) and b.probes == 1
+    b.observe_engine_time(0.030, now=late + 0.03)         # the probe measured the real engine time
+    assert b.expected_engine_s == pytest.approx(0.030)
+    b.add("fits", now=late + 0.05, deadline=late + 0.25)
+    assert b.take_expired(late + 0.06) == []              # not expired any more: it waits for company
+    assert not b.ready(late + 0.059) and b.ready(late + 0.05 + 0.010)
+    assert b.take_batch(late + 0.06) == (["fits"], [])
+
+
+def test_a_probe_expires_only_at_its_own_deadline_and_one_is_marked_per_interval():
+    b = MicroBatcher(4, 10.0, 16, estimate=EngineTimeEstimate(initial_s=5.0), probe_after_s=1.0)
+    b.add("x", now=0.0, deadline=0.1)                      # the first frame starts the probe clock
+    assert b.take_expired(0.05) == ["x"] and b.probes == 0
+    b.add("a", now=1.0, deadline=1.5)
+    b.add("b", now=1.0, deadline=1.6)
+    assert b.take_expired(1.1) == ["b"] and b.probes == 1  # "a" is the probe
+    assert b.take_expired(1.4) == []                        # a probe waits until its deadline passes
+    assert b.take_expired(1.51) == ["a"]                    # then it expires like any frame
+
+
 def test_expiry_removes_frames_that_cannot_be_judged_in_time():
     b = make(max_wait_s=1.0, initial_s=0.020)
     b.add("late", now=0.0, deadline=0.050)
