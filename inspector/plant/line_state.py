@@ -70,8 +70,8 @@ class LineState:
         if counts is None:
             self.unknown_camera_verdicts += 1
             return False
-        event = self.sequences.observe(verdict.camera_id, verdict.seq)
-        if event.duplicate:
+        event = self.sequences.observe(verdict.camera_id, verdict.session, verdict.seq)
+        if event.replayed:   # the seq does not advance its grabber session: counted once already
             counts.duplicates += 1
             return False
         counts.lost += event.missing

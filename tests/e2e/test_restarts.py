@@ -20,7 +20,7 @@ import cv2
 import pytest
 import zmq
 
-from conftest import REPO, PlcClient, free_port, wait_until
+from conftest import REPO, SITE_PUBLIC, PlcClient, free_port, wait_until
 from inspector.line import wire
 from inspector.line.harness import Processes
 from inspector.plc import modbus_map as mm
@@ -54,7 +54,8 @@ def test_daemon_killed_with_frames_inside_and_restarted_at_once_leaves_no_frame_
     config = tmp_path / "inspector.toml"
     config.write_text(f'[daemon]\nframes = "{frames_ep}"\nverdicts = "{verdicts_ep}"\nheartbeat_ms = 100\n'
                       f'[engine]\npath = "{tiny_engine}"\nthreads = 1\n'
-                      f'[defaults]\ndeadline_ms = 5000\ncalibration = "{profile}"\n')
+                      f'[defaults]\ndeadline_ms = 5000\ncalibration = "{profile}"\n'
+                      f'[trust]\nkeys = ["{SITE_PUBLIC}"]\n')
     plc_log = tmp_path / "plc.jsonl"
     procs.start("plc", "plc-sim", "--port", "0", "--log", str(plc_log))
     daemon = procs.start("daemon", "serve", "--config", str(config))

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, PlcClient, free_port, wait_until
+from conftest import REPO, SITE_PUBLIC, PlcClient, free_port, wait_until
 from inspector.line.harness import Processes
 from inspector.station.archive import Archive
 from line_helpers import calibrate, render_good_parts
@@ -90,6 +90,7 @@ def station(tiny_dataset, tiny_engine, tmp_path_factory):
         "gateways": {"plc": {"plc": f"sim://127.0.0.1:{plc_port}", "cameras": ["cam0", "cam1"]}},
         "archive": {"path": str(root / "archive"), "ok_every": 4, "wait_ms": 500, "thumbnail_px": 64},
         "ui": {"listen": "127.0.0.1:0", "users": str(root / "users.json")},
+        "trust": {"keys": [str(SITE_PUBLIC)]},
     }
     path = root / "inspector.toml"
     path.write_text(toml_dump(config))

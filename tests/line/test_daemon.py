@@ -141,7 +141,7 @@ def test_serve_end_to_end(tmp_path, scored, tiny_engine):
     push = make_push(context, endpoints["frames"])
     try:
         listener.wait_ready_heartbeat()
-        # PUB/SUB slow joiner: probe (camX has no profile) until the tap subscription carries frames
+        # PUB/SUB slow joiner: probe (camX is not a declared camera) until the tap subscription carries frames
         probes = 0
         while not any(h.camera_id == "camX" for h, _ in listener.taps):
             assert probes < 20, "the tap never delivered a frame"
@@ -179,8 +179,8 @@ def test_serve_end_to_end(tmp_path, scored, tiny_engine):
         corrupt = verdicts[("cam0", n + 5)]
         assert (corrupt.decision, corrupt.reason, corrupt.part_id) == ("FAULT", "decode_error", "Pbad")
         assert (verdicts[("unknown", 0)].decision, verdicts[("unknown", 0)].reason) == ("FAULT", "decode_error")
-        assert all((verdicts[("camX", i)].decision, verdicts[("camX", i)].reason) == ("FAULT", "no_calibration")
-                   for i in range(probes))
+        assert all((verdicts[("camX", i)].decision, verdicts[("camX", i)].reason) == ("FAULT", "unknown_camera")
+                   for i in range(probes))   # a camera the config does not declare: refused, one verdict each
 
         # ---- health and metrics
         assert http_get(ports["health"], "/healthz") == (200, "ok\n")

@@ -24,6 +24,18 @@ sys.path.insert(0, str(REPO / "tools"))
 from fuzz_wire import MAX_PIXELS, hostile_message  # noqa: E402
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def ieee_subnormals():
+    """Hypothesis draws subnormal floats and refuses to run when the CPU flushes them to zero. The
+    in-process training, bench and torch-engine tests turn flush-to-zero on for the whole process
+    (``torch.set_flush_denormal(True)``, a CPU flag), so it is turned off here when torch is loaded;
+    these tests never import torch themselves."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
+    yield
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

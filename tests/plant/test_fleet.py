@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conftest import REPO, PlcClient, free_port, run_cli, wait_until
+from conftest import REPO, SITE_PUBLIC, PlcClient, free_port, run_cli, wait_until
 from e2e.line_helpers import calibrate, render_good_parts
 from inspector.line.harness import Processes
 from inspector.plc import modbus_map as mm
@@ -51,6 +51,9 @@ kind = "mqtt"
 broker = "{broker.url}"
 buffer = "{folder}/{name}-buffer.db"
 status_interval_s = 0.2
+
+[trust]
+keys = ["{SITE_PUBLIC}"]
 """
 
 

@@ -40,7 +40,7 @@ class DataBlock:
         return self.data[coil]
 
     def header(self, camera: int) -> mm.CameraHeader:
-        return mm.CameraHeader.from_registers(self.registers(100 + 400 * camera, 12))
+        return mm.CameraHeader.from_registers(self.registers(100 + 400 * camera, 14))
 
     def entry(self, camera: int, slot: int) -> mm.RingEntry:
         return mm.RingEntry.from_registers(self.registers(100 + 400 * camera + 16 + 12 * slot, 12))
@@ -105,16 +105,22 @@ def test_s7_ring_round_trip_pulses_line_stop_and_clean_stop_from_the_db_bytes(tm
         sent0 = [daemon.verdict("cam0", seq, decisions[seq % 4], reasons[decisions[seq % 4]],
                                 part_id="SN-%d" % seq if seq % 5 == 0 else None) for seq in range(40)]
         sent1 = [daemon.verdict("cam1", seq, "REJECT", "defect_area") for seq in (0, 1, 4)]   # 2, 3 lost
-        wait_until(lambda: db.globals().verdicts_written == 43, 10, "43 verdicts in the DB")
+        wait_until(lambda: db.globals().verdicts_written == 45, 10, "43 verdicts + 2 gap FAULTs in the DB")
 
         head0, head1 = db.header(0), db.header(1)
         assert head0 == mm.CameraHeader(write_count=40, last_decision=1, ok_count=20, reject_count=10,
                                         fault_count=10, lost_count=0, last_seq=39)
-        assert head1 == mm.CameraHeader(write_count=3, last_decision=2, reject_count=3, lost_count=2, last_seq=4)
+        # the seqs that never arrived (2, 3) are FAULT sequence_gap entries in their place, counted as lost
+        assert head1 == mm.CameraHeader(write_count=5, last_decision=2, reject_count=3, fault_count=2, lost_count=2,
+                                        last_seq=4)
         for n in range(40 - mm.RING_SIZE, 40):   # the ring holds the newest 32, each tagged with its write count
             assert db.entry(0, n % mm.RING_SIZE) == expected_entry(sent0[n], tag=n + 1), n
-        for n, v in enumerate(sent1):
-            assert db.entry(1, n) == expected_entry(v, tag=n + 1)
+        ring1 = [db.entry(1, n) for n in range(5)]
+        assert [(e.seq, e.decision, e.reason) for e in ring1[2:4]] == [
+            (2, mm.DECISION_CODES["FAULT"], mm.REASON_CODES["sequence_gap"]),
+            (3, mm.DECISION_CODES["FAULT"], mm.REASON_CODES["sequence_gap"])]
+        for n, v in zip((0, 1, 4), sent1):
+            assert ring1[n] == expected_entry(v, tag=n + 1)
         assert db.globals().lost_verdicts == 2 and db.globals().fault_causes == 0
 
         daemon.heartbeats.clear()   # heartbeat lost: line stop, cause bit 0, in the DB
@@ -129,8 +135,8 @@ def test_s7_ring_round_trip_pulses_line_stop_and_clean_stop_from_the_db_bytes(tm
     assert code == 0
     assert db.status() == (0, 1, 0) and db.globals().fault_causes & mm.FAULT_GATEWAY_STOPPED   # fails closed
     result = json.loads(stats.read_text())
-    assert result["verdicts_written"] == 43 and result["plc"] == f"127.0.0.1:{plc.port}"
-    assert result["reject_pulses"] == 20 + 3 and result["reject_pulses_dropped"] == 0
+    assert result["verdicts_written"] == 45 and result["gap_entries"] == 2 and result["plc"] == f"127.0.0.1:{plc.port}"
+    assert result["reject_pulses"] == 20 + 3 + 2 and result["reject_pulses_dropped"] == 0   # a lost part is rejected too
 
 
 def test_s7_plc_outage_backlog_is_written_in_order_after_the_plc_returns(tmp_path, daemon):
