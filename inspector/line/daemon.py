@@ -69,6 +69,8 @@ from inspector.judge.verdict import effective_deadline_ns
 log = logging.getLogger("inspector.daemon")
 
 RECV_BURST = 256                 # messages taken per poll before the loop looks at anything else
+SUBSCRIBER_WAIT_S = 5.0          # at start: longest wait for the box's gateways to subscribe before frames are taken
+SUBSCRIBER_WAIT_ANY_S = 1.0      # ... for one subscriber when the config names no gateway
 ENGINE_STALL_MIN_S = 10.0        # liveness fails when one engine call runs longer than this ...
 ENGINE_STALL_FACTOR = 50.0       # ... or this many times the expected batch time, whichever is more
 
@@ -165,7 +167,7 @@ class Daemon(EngineWorker):
         self.links = open_links(self.context, self.config, self.metrics.refused, self._count)  # CURVE: docs/security.md
         curve, sockets = self.links.curve, []
         try:
-            self.pub = self._keep(transport.publisher(self.context, curve=curve), sockets)
+            self.pub = self._keep(transport.publisher(self.context, curve=curve, subscriptions=True), sockets)
             self.links.bind(self.pub, cfg.verdicts, "verdicts")
             self.publisher = VerdictPublisher(self.pub, cfg.id, self.counts, self.metrics, epoch=self.epoch)
             self.tap = None
@@ -176,6 +178,7 @@ class Daemon(EngineWorker):
             self.wake.bind(self._wake_endpoint)
             self.pull = self._keep(transport.frame_pull(self.context, hwm=cfg.rcvhwm, curve=curve,
                                                         receive_limit=wire.frame_receive_limit(self.max_pixels)), sockets)
+            self._await_subscribers()
             self.links.bind(self.pull, cfg.frames, "frames")
         except BaseException:
             self.links.close()
@@ -185,6 +188,31 @@ class Daemon(EngineWorker):
         self.poller = zmq.Poller()
         self.poller.register(self.pull, zmq.POLLIN)
         self.poller.register(self.wake, zmq.POLLIN)
+        self.poller.register(self.pub, zmq.POLLIN)
+
+    def _await_subscribers(self) -> None:
+        """Before taking frames, wait (bounded) until every gateway of the box config (at least one
+        subscriber) has subscribed to the verdicts: PUB drops what it publishes before a subscriber
+        joined, so a restarted daemon must not judge frames while its gateways reconnect. Publishes
+        heartbeats (ready = false: frames are not taken yet) meanwhile."""
+        wanted = max(1, len(self.config.gateways))
+        deadline = time.monotonic() + (SUBSCRIBER_WAIT_S if self.config.gateways else SUBSCRIBER_WAIT_ANY_S)
+        joined = 0
+        while joined < wanted and time.monotonic() < deadline and not self.stop_event.is_set():
+            self.publisher.heartbeat(False)
+            joined += self._take_subscriptions(self.config.daemon.heartbeat_ms)
+        if joined < wanted:
+            log.warning("%d of %d verdict subscriber(s) joined within the wait; taking frames anyway", joined, wanted)
+
+    def _take_subscriptions(self, wait_ms: int = 0) -> int:
+        """Read the XPUB's subscription messages; returns how many subscribed to verdicts."""
+        joined = 0
+        while self.pub.poll(wait_ms):
+            wait_ms = 0
+            message = self.pub.recv(zmq.NOBLOCK)
+            if message[:1] == b"\x01" and wire.TOPIC_VERDICT.startswith(message[1:]):
+                joined += 1
+        return joined
 
     @staticmethod
     def _keep(sock: zmq.Socket, opened: list) -> zmq.Socket:
@@ -247,6 +275,8 @@ class Daemon(EngineWorker):
                 self._receive_burst(RECV_BURST)
             if self.wake in events:
                 self._drain_wake()
+            if self.pub in events:
+                self._take_subscriptions()
             self._flush_outbox()
         self._flush_outbox()
         for verdict, received_ns in self.in_order.release_all():  # nothing stays unpublished

@@ -4,7 +4,7 @@ Who opens what (docs/protocol.md has the message formats, :mod:`inspector.line.w
 
     frame_push    grabber, replay, benchmarks    PUSH -> the daemon's frames endpoint (connects)
     frame_pull    daemon, benchmarks             PULL <- grabbers (binds)
-    publisher     daemon (verdicts, tap)         PUB (binds)
+    publisher     daemon (verdicts, tap)         PUB, or XPUB for the verdicts (binds)
     subscriber    gateway, record, validate,     SUB to the verdicts or the tap (connects)
                   demo, benchmarks
     wake_pair     daemon (worker -> loop)        PAIR over inproc
@@ -63,12 +63,13 @@ VERDICT_HWM = 100_000                    # verdict/heartbeat messages queued per
 TAP_SUB_HWM = 1000                       # frames a tap subscriber may queue
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 2000
+SUBSCRIPTION_LIMIT = 4096          # bytes per message a verdict XPUB reads (subscriptions; CURVE handshake)
 
 
 def _make(context: zmq.Context, kind: int, *, linger_ms: int = 0, receive_limit: int = RECEIVE_LIMIT) -> zmq.Socket:
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
-    if kind in (zmq.PULL, zmq.SUB, zmq.PAIR):
+    if kind in (zmq.PULL, zmq.SUB, zmq.PAIR, zmq.XPUB):
         sock.setsockopt(zmq.MAXMSGSIZE, min(receive_limit, RECEIVE_LIMIT))
     return sock
 
@@ -110,11 +111,19 @@ def frame_pull(context: zmq.Context, *, hwm: int, receive_limit: int = RECEIVE_L
 
 
 def publisher(context: zmq.Context, *, hwm: int = VERDICT_HWM, curve: "ServerCurve | None" = None,
-              domain: str = "verdicts") -> zmq.Socket:
+              domain: str = "verdicts", subscriptions: bool = False) -> zmq.Socket:
     """An unbound PUB: SNDHWM ``hwm`` per subscriber (verdicts: :data:`VERDICT_HWM`; the tap: its
     own small bound), LINGER 0 (close it with an explicit linger to flush); with ``curve`` a CURVE
-    server in ZAP domain ``domain`` (``"verdicts"`` or ``"tap"``). The caller binds."""
-    sock = _make(context, zmq.PUB)
+    server in ZAP domain ``domain`` (``"verdicts"`` or ``"tap"``). The caller binds.
+    ``subscriptions``: an XPUB (XPUB_VERBOSE) instead, whose owner reads every subscription
+    (``b"\\x01" + topic``) as a message: the daemon waits for its gateways to subscribe before
+    it takes frames. Its receive limit, :data:`SUBSCRIPTION_LIMIT`, also bounds the CURVE
+    handshake's commands (INITIATE carries the client's metadata), so it is not a topic's size."""
+    if subscriptions:
+        sock = _make(context, zmq.XPUB, receive_limit=SUBSCRIPTION_LIMIT)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+    else:
+        sock = _make(context, zmq.PUB)
     sock.setsockopt(zmq.SNDHWM, hwm)
     _curve_server(sock, curve, domain)
     return sock

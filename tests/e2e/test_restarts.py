@@ -26,7 +26,7 @@ from inspector.line.harness import Processes
 from inspector.plc import modbus_map as mm
 from line_helpers import calibrate, render_good_parts
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]   # the first to build the tiny model pays for it
 
 GAP, OK_CODE, FAULT = mm.REASON_CODES["sequence_gap"], mm.DECISION_CODES["OK"], mm.DECISION_CODES["FAULT"]
 
