@@ -33,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 from .core.stats import percentile
-from .core.ports import free_port
+from .core.ports import free_ports
 from .line.wire import Verdict
 
 CAMERAS = ("cam0", "cam1")
@@ -97,8 +97,8 @@ def curve_args(keys: Path, name: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the line
-def write_config(path: Path, artifacts: dict, frames_ep: str, verdicts_ep: str, health: str, keys: Path,
-                 plc_port: int) -> None:
+def write_config(path: Path, artifacts: dict, frames_ep: str, verdicts_ep: str, tap_ep: str, health: str,
+                 keys: Path, plc_port: int) -> None:
     work = path.parent.resolve()
     cameras = "".join(f'\n[cameras.{cam}]\ngrabber_key = "{keys / f"{cam}.key"}"\n' for cam in CAMERAS)
     path.write_text(f"""# written by inspector demo
@@ -106,7 +106,7 @@ def write_config(path: Path, artifacts: dict, frames_ep: str, verdicts_ep: str, 
 id = "demo"
 frames = "{frames_ep}"
 verdicts = "{verdicts_ep}"
-tap = "tcp://127.0.0.1:{free_port()}"
+tap = "{tap_ep}"
 tap_maps = true
 health = "{health}"
 heartbeat_ms = 200
@@ -177,13 +177,14 @@ def run_line(args, artifacts: dict) -> dict:
     from .plc.plc_sim import start_sim_in_thread
 
     work = Path(args.workdir)
-    frames_ep, verdicts_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    health = f"127.0.0.1:{free_port()}"
+    ports = free_ports(4)   # distinct: two free_port() calls in a row can return the same port
+    frames_ep, verdicts_ep, tap_ep = (f"tcp://127.0.0.1:{port}" for port in ports[:3])
+    health = f"127.0.0.1:{ports[3]}"
     config = work / "inspector.toml"
     keys = curve_keys((work / "keys" / "curve").resolve())
     sim = start_sim_in_thread("127.0.0.1", 0)
     step(f"simulated PLC (Modbus TCP) on 127.0.0.1:{sim.port}")
-    write_config(config, artifacts, frames_ep, verdicts_ep, health, keys, sim.port)
+    write_config(config, artifacts, frames_ep, verdicts_ep, tap_ep, health, keys, sim.port)
     from .line.keys import key_pair, public_key
     from .line.transport import ClientCurve
     tap = VerdictCollector(verdicts_ep, ClientCurve(key_pair(keys / "demo.key"), public_key(keys / "daemon.key")))

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import socket
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
+from inspector.core.ports import free_ports
 from inspector.line.config import config_from_dict, engine_manifest, load_config
 from inspector.recordings.recording import open_recording
 
@@ -113,11 +113,9 @@ class RunSpec:
     scores_only: bool = False
 
 
-def free_tcp_endpoint(host: str = "127.0.0.1") -> str:
-    """``tcp://HOST:PORT`` with a port that was free a moment ago (bound to port 0, released)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return f"tcp://{host}:{s.getsockname()[1]}"
+def free_tcp_endpoints(count: int, host: str = "127.0.0.1") -> list[str]:
+    """``count`` distinct ``tcp://HOST:PORT`` endpoints on ports that were free a moment ago."""
+    return [f"tcp://{host}:{port}" for port in free_ports(count, host)]
 
 
 def spec_from_config_file(path: str | Path) -> RunSpec:
@@ -240,7 +238,8 @@ def _run_config(spec: RunSpec, name: str, workdir: Path) -> dict[str, Any]:
     config.pop("gateways", None)
     config.pop("curve", None)   # fresh loopback ports, the daemon alone: no link leaves the machine
     daemon = config.setdefault("daemon", {})
-    daemon.update({"id": f"inspector-validate-{name}", "frames": free_tcp_endpoint(), "verdicts": free_tcp_endpoint(),
+    frames, verdicts = free_tcp_endpoints(2)   # distinct: the config refuses equal endpoints
+    daemon.update({"id": f"inspector-validate-{name}", "frames": frames, "verdicts": verdicts,
                    "tap": "", "health": "", "heartbeat_ms": HEARTBEAT_MS, "log_format": "json"})
     if spec.scores_only:
         placeholder = _scores_only_profile(config, workdir / f"{name}-scores-only.json")
