@@ -139,7 +139,7 @@ def plc_reader(plc: str, port: int):
 
         device = S7Device("127.0.0.1", port)
         wait_until(lambda: _try(device.connect), 20, "the S7 PLC")
-        return lambda: mm.CameraHeader.from_registers(device.read_registers(mm.camera_base(0), 12, "header")).write_count
+        return lambda: mm.CameraHeader.from_registers(device.read_registers(mm.camera_base(0), mm.CAMERA_HEADER_SIZE, "header")).write_count
     from inspector.plc.client import PlcClient
 
     client = PlcClient(port)
