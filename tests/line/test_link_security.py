@@ -107,6 +107,29 @@ def test_key_files_bind_grabbers_to_their_cameras_and_bad_files_are_named(tmp_pa
         key_pair(keys / "daemon.key")
 
 
+def test_the_station_and_plant_gateways_are_curve_clients_with_keys_of_their_own(tmp_path):
+    """The reject archive reads the tap and the verdicts, the operator page and an MQTT gateway the
+    verdicts: under [curve] each needs its own key, and the daemon lets exactly those keys in."""
+    keys = tmp_path / "keys"
+    for name in ("daemon", "cam0", "gateway", "archive", "ui", "mes"):
+        make_pair(keys, name)
+    curve = '[curve]\nserver_key = "keys/daemon.key"\n'
+    station = ('[gateways.mes]\nkind = "mqtt"\nbroker = "mqtt://127.0.0.1:1883"\nbuffer = "mes.db"\n{mes}\n'
+               '[archive]\npath = "archive"\n{archive}\n[ui]\n{ui}\n')
+    base = dict(cam0='grabber_key = "keys/cam0.key"', gateway='key = "keys/gateway.key"')
+    path = box(tmp_path, **base, curve=curve + station.format(mes="", archive="", ui=""))
+    text = problems(path).replace(str(tmp_path), "")
+    assert "[gateways.mes] key: required with [curve]" in text
+    assert "[archive] key: required with [curve]" in text and "[ui] key: required with [curve]" in text
+    path = box(tmp_path, **base, curve=curve + station.format(
+        mes='key = "keys/mes.key"', archive='key = "keys/archive.key"', ui='key = "keys/ui.key"'))
+    path.write_text(path.read_text().replace('health = "127.0.0.1:9108"', 'health = "127.0.0.1:9108"\ntap = "tcp://127.0.0.1:7557"'))
+    server = server_curve(load_config(path))
+    wanted = {public_key(keys / f"{name}.key") for name in ("gateway", "mes", "archive", "ui")}
+    assert server.verdicts == frozenset(wanted)
+    assert server.tap == frozenset({public_key(keys / "archive.key")})
+
+
 def test_client_options_name_the_pinned_server_key_and_the_own_pair(tmp_path):
     """--curve-server-key / --curve-key (grab, gateway, record, replay): both or neither."""
     import argparse
